@@ -1,0 +1,2 @@
+//! Policy: what an agent may reach.
+pub mod addrs;

@@ -1,0 +1,2 @@
+//! The proxy listener.
+pub mod sni;
