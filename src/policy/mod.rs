@@ -1,2 +1,187 @@
-//! Policy: what an agent may reach.
+//! Policy: what an agent may reach. [`Policy`] is compiled once from a
+//! [`Config`] and is immutable; a reload builds a new one. Everything here is
+//! pure: no IO, no async, no clock reads except the `now` a caller passes.
+//!
+//! Not here: the DNS lookup itself (dns.rs) and the connection (proxy/).
+
 pub mod addrs;
+pub mod rules;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::{AgentConfig, Config, Mode};
+use crate::host::Host;
+use crate::identity::Identities;
+use rules::{Query, RuleIndex};
+
+/// Index of an agent in the policy it came from.
+pub type AgentId = usize;
+
+/// A compiled, immutable policy: agents, their rules, identity indexes.
+#[derive(Debug)]
+pub struct Policy {
+    pub config: Arc<Config>,
+    agents: Vec<AgentPolicy>,
+    pub identities: Identities,
+    /// `egress.ports`, sorted, for rules without a port.
+    default_ports: Vec<u16>,
+}
+
+/// One agent, compiled.
+#[derive(Debug)]
+pub struct AgentPolicy {
+    /// Shared so that log records can hold it without copying.
+    pub name: Arc<str>,
+    pub mode: Mode,
+    pub require_sni: bool,
+    allow: RuleIndex,
+    deny: RuleIndex,
+    allow_text: Vec<Arc<str>>,
+    deny_text: Vec<Arc<str>>,
+}
+
+/// Why the rules or the address checks refuse a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No allow rule matches.
+    NotAllowed,
+    /// A deny rule matches.
+    DeniedByRule,
+    /// Every resolved (or literal) address is forbidden.
+    DestinationIpProhibited,
+}
+
+impl DenyReason {
+    /// The log `reason` (SPEC "Responses to refusals").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::NotAllowed => "not_allowed",
+            DenyReason::DeniedByRule => "denied_by_rule",
+            DenyReason::DestinationIpProhibited => "destination_ip_prohibited",
+        }
+    }
+}
+
+/// The outcome of the rules for one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// The rules deny it, but the agent is in report mode: let it through.
+    Report(DenyReason),
+    Deny(DenyReason),
+}
+
+/// A verdict and the rule that made it (none when nothing matched).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub rule: Option<Arc<str>>,
+}
+
+impl Policy {
+    /// Compiles a validated configuration.
+    pub fn new(config: Arc<Config>) -> Policy {
+        let agents = config
+            .agents
+            .iter()
+            .map(|a| AgentPolicy::new(a, &config))
+            .collect();
+        let mut default_ports = config.egress.ports.clone();
+        default_ports.sort_unstable();
+        default_ports.dedup();
+        Policy {
+            identities: Identities::new(&config),
+            agents,
+            default_ports,
+            config,
+        }
+    }
+
+    pub fn agent(&self, id: AgentId) -> &AgentPolicy {
+        &self.agents[id]
+    }
+
+    pub fn agents(&self) -> &[AgentPolicy] {
+        &self.agents
+    }
+
+    /// Looks an agent up by name (for `explain --agent`).
+    pub fn agent_by_name(&self, name: &str) -> Option<AgentId> {
+        self.agents.iter().position(|a| &*a.name == name)
+    }
+
+    /// SPEC "Decision" step 2: deny rules first, then the first allow rule;
+    /// nothing matched denies. Report mode turns a rule denial into `Report`.
+    pub fn decide(&self, agent: AgentId, host: &Host, port: u16, now: SystemTime) -> Decision {
+        let a = &self.agents[agent];
+        let q = Query {
+            port,
+            default_ports: &self.default_ports,
+            now: rules::epoch_secs(now),
+        };
+        let (reason, rule) = if let Some(i) = a.deny.lookup(host, &q) {
+            (
+                DenyReason::DeniedByRule,
+                Some(a.deny_text[i as usize].clone()),
+            )
+        } else if let Some(i) = a.allow.lookup(host, &q) {
+            return Decision {
+                verdict: Verdict::Allow,
+                rule: Some(a.allow_text[i as usize].clone()),
+            };
+        } else {
+            (DenyReason::NotAllowed, None)
+        };
+        let verdict = match a.mode {
+            Mode::Enforce => Verdict::Deny(reason),
+            Mode::Report => Verdict::Report(reason),
+        };
+        Decision { verdict, rule }
+    }
+
+    /// SPEC "Decision" step 3: keep the addresses that may be dialled, in
+    /// the resolver's order. None left → `DestinationIpProhibited`.
+    pub fn vet(&self, ips: &[IpAddr]) -> Result<Vec<IpAddr>, DenyReason> {
+        let ok: Vec<IpAddr> = ips
+            .iter()
+            .copied()
+            .filter(|ip| self.dialable(*ip))
+            .collect();
+        if ok.is_empty() {
+            Err(DenyReason::DestinationIpProhibited)
+        } else {
+            Ok(ok)
+        }
+    }
+
+    /// Whether sluice may connect to `ip` (public, or an `allow_cidrs` exception).
+    pub fn dialable(&self, ip: IpAddr) -> bool {
+        addrs::check(ip, &self.config.egress.allow_cidrs).is_ok()
+    }
+
+    /// Whether any agent authenticates by token (then the unidentified get 407).
+    pub fn tokens_in_use(&self) -> bool {
+        self.identities.tokens_in_use()
+    }
+}
+
+impl AgentPolicy {
+    fn new(a: &AgentConfig, config: &Config) -> AgentPolicy {
+        let allow = RuleIndex::new(a.allow.iter().map(|r| (&r.spec, r.expires)), true);
+        let deny = RuleIndex::new(a.deny.iter().map(|r| (&r.spec, r.expires)), false);
+        AgentPolicy {
+            name: Arc::from(a.name.as_str()),
+            mode: a.mode,
+            require_sni: a.require_sni.unwrap_or(config.egress.require_sni),
+            allow,
+            deny,
+            allow_text: a.allow.iter().map(|r| Arc::from(r.text.as_str())).collect(),
+            deny_text: a.deny.iter().map(|r| Arc::from(r.text.as_str())).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

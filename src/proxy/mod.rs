@@ -1,2 +1,202 @@
-//! The proxy listener.
+//! The proxy listener: accept client connections and give each its own
+//! task ([`handler::Conn`]). Owns the shared [`State`] that every request
+//! reads, and the [`Tracker`] that shutdown waits on.
+//!
+//! Module map, in request order: head.rs (read the head) → target.rs (what
+//! it asks for) → handler.rs (identify, decide, resolve) → connect.rs →
+//! relay.rs (CONNECT, with sni.rs) or forward.rs (absolute-form, with
+//! chunked.rs) → error.rs (refusals).
+
+pub mod chunked;
+pub mod connect;
+pub mod error;
+pub mod forward;
+pub mod handler;
+pub mod head;
+pub mod relay;
 pub mod sni;
+pub mod target;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use crate::dns::Resolver;
+use crate::policy::Policy;
+use crate::telemetry::access_log::{Entry, Sink};
+use crate::telemetry::metrics::Metrics;
+
+/// What every request reads: the current policy (swapped whole on reload),
+/// the resolver, metrics and the access log.
+#[derive(Debug)]
+pub struct State {
+    policy: ArcSwap<Policy>,
+    pub resolver: Resolver,
+    pub metrics: Metrics,
+    pub log: Sink,
+}
+
+impl State {
+    pub fn new(policy: Arc<Policy>, resolver: Resolver, metrics: Metrics, log: Sink) -> State {
+        State {
+            policy: ArcSwap::new(policy),
+            resolver,
+            metrics,
+            log,
+        }
+    }
+
+    /// A snapshot of the policy. Requests hold it for their whole life, so a
+    /// reload applies to new requests and never changes one half-way.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Installs a new policy for new requests.
+    pub fn set_policy(&self, policy: Arc<Policy>) {
+        self.policy.store(policy);
+    }
+}
+
+/// Counts open client connections; shutdown waits for it to reach zero.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held by a connection's task; dropping it releases the slot.
+#[derive(Debug)]
+pub struct Slot {
+    tracker: Arc<Tracker>,
+    metrics: Metrics,
+}
+
+impl Tracker {
+    /// Takes a slot unless `max` connections are already open.
+    pub fn acquire(self: &Arc<Self>, max: usize, metrics: &Metrics) -> Option<Slot> {
+        let mut n = self.open.load(Ordering::Relaxed);
+        loop {
+            if n >= max {
+                return None;
+            }
+            match self
+                .open
+                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        metrics.connections_active.inc();
+        Some(Slot {
+            tracker: self.clone(),
+            metrics: metrics.clone(),
+        })
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no connection is open.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.metrics.connections_active.dec();
+        if self.tracker.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.tracker.idle.notify_waiters();
+        }
+    }
+}
+
+/// Accepts connections on `listener` until `stop` turns true.
+///
+/// Connection tasks see `stop` too (kept-alive connections close between
+/// requests) and are cancelled outright when `kill` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    tracker: Arc<Tracker>,
+    mut stop: watch::Receiver<bool>,
+    kill: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we
+                    // have; the next accept may succeed.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let max = state.policy().config.limits.max_connections;
+        match tracker.acquire(max, &state.metrics) {
+            Some(slot) => {
+                let conn = handler::Conn::new(state.clone(), stream, peer, None, stop.clone());
+                let mut kill = kill.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = conn.serve() => {}
+                        () = stopped(&mut kill) => {}
+                    }
+                    drop(slot);
+                });
+            }
+            None => {
+                tokio::spawn(over_limit(state.clone(), stream, peer));
+            }
+        }
+    }
+}
+
+/// Answers 503 to a connection beyond `limits.max_connections`.
+async fn over_limit(state: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
+    let policy = state.policy();
+    let err = error::ProxyError::ConnectionLimit;
+    let mut log = Entry::new(&state.log, peer);
+    log.record.decision = err.decision();
+    log.record.reason = Some(err.reason());
+    log.record.status = Some(503);
+    if let Some(id) = policy.identities.by_source(peer.ip()) {
+        log.record.agent = Some(policy.agent(id).name.clone());
+    }
+    let cx = error::Context {
+        agent: None,
+        authority: None,
+        rule: None,
+        peer: peer.ip(),
+        head_limit: policy.config.limits.head_size,
+    };
+    let _ = stream.write_all(&err.response(&cx, false)).await;
+    let _ = stream.shutdown().await;
+    log.finish().await;
+}
+
+/// Resolves once `rx` reads true (or its sender is gone).
+pub async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // The guard wait_for returns must not live across an await: drop it here.
+    let _ = rx.wait_for(|s| *s).await;
+}

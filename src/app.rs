@@ -1,0 +1,180 @@
+//! `sluice run`: wiring only. Bind the listeners, build the shared state,
+//! start the proxy, admin and reload tasks, and on shutdown drain: readiness
+//! off, stop accepting, let open connections finish within
+//! `limits.shutdown_grace`, cancel the rest, flush the access log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError};
+use crate::dns::Resolver;
+use crate::policy::Policy;
+use crate::proxy::{self, State, Tracker};
+use crate::telemetry::{access_log, metrics::Metrics};
+
+/// Why `run` could not start or stopped badly (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot bind {what} on {addr}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the access log {}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dns: {0}")]
+    Dns(#[from] crate::dns::DnsError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// In-process options that are not configuration (tests use them).
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Receives a copy of every access-log line.
+    pub log_tap: Option<mpsc::UnboundedSender<String>>,
+}
+
+/// A running sluice.
+#[derive(Debug)]
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub state: Arc<State>,
+    stop: watch::Sender<bool>,
+    kill: watch::Sender<bool>,
+    ready: Arc<AtomicBool>,
+    tracker: Arc<Tracker>,
+    tasks: Vec<JoinHandle<()>>,
+    writer: access_log::Writer,
+}
+
+/// How a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Every connection finished within the grace period.
+    Graceful,
+    /// The grace period ran out; this many connections were cut.
+    Forced(usize),
+}
+
+/// Binds and starts everything for `config`.
+pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
+    let config = Arc::new(config);
+    let metrics = Metrics::new()?;
+    let bind = |what: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Bind { what, addr, source })
+    };
+    let proxy_listener = bind("the proxy listener", config.proxy.listen).await?;
+    let admin_listener = bind("the admin listener", config.admin.listen).await?;
+    let proxy_addr = local_addr(&proxy_listener, config.proxy.listen);
+    let admin_addr = local_addr(&admin_listener, config.admin.listen);
+
+    let (log, writer) = access_log::open(config.log.path.as_deref(), metrics.clone(), opts.log_tap)
+        .await
+        .map_err(|source| AppError::Log {
+            path: config.log.path.clone().unwrap_or_else(|| "stdout".into()),
+            source,
+        })?;
+    let resolver = Resolver::new(&config.dns)?;
+    let policy = Arc::new(Policy::new(config.clone()));
+    metrics.last_reload_success.set(unix_now());
+    let state = Arc::new(State::new(policy, resolver, metrics.clone(), log));
+
+    let (stop, stop_rx) = watch::channel(false);
+    let (kill, kill_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+    let tracker = Arc::new(Tracker::default());
+    let tasks = vec![
+        tokio::spawn(proxy::serve(
+            proxy_listener,
+            state.clone(),
+            tracker.clone(),
+            stop_rx.clone(),
+            kill_rx,
+        )),
+        tokio::spawn(crate::admin::serve(
+            admin_listener,
+            metrics,
+            ready.clone(),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(crate::reload::watch(
+            state.clone(),
+            config.path.clone(),
+            stop_rx,
+        )),
+    ];
+    ready.store(true, Ordering::Release);
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, agents = config.agents.len(), "sluice is serving");
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        state,
+        stop,
+        kill,
+        ready,
+        tracker,
+        tasks,
+        writer,
+    })
+}
+
+fn local_addr(l: &TcpListener, fallback: SocketAddr) -> SocketAddr {
+    l.local_addr().unwrap_or(fallback)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Running {
+    /// Re-reads the configuration file now (what SIGHUP does).
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        crate::reload::reload(&self.state, &self.state.policy().config.path)
+    }
+
+    /// Drains and stops: readiness off, listeners closed, open connections
+    /// given `limits.shutdown_grace` (or `grace` if given), the access log
+    /// flushed. Every request that happened has its line when this returns.
+    pub async fn shutdown(self, grace: Option<Duration>) -> Drain {
+        let grace = grace.unwrap_or(self.state.policy().config.limits.shutdown_grace);
+        self.ready.store(false, Ordering::Release);
+        let _ = self.stop.send(true);
+        let drain = match tokio::time::timeout(grace, self.tracker.drained()).await {
+            Ok(()) => Drain::Graceful,
+            Err(_) => Drain::Forced(self.tracker.open()),
+        };
+        // Whatever is still open now is cut: its task is cancelled, and its
+        // access-log entry is written from Drop on the way out.
+        let _ = self.kill.send(true);
+        self.tracker.drained().await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        // The writer exits once the last Sink is gone, after flushing.
+        drop(self.state);
+        let _ = self.writer.await;
+        drain
+    }
+}

@@ -1,0 +1,1010 @@
+//! Configuration: the TOML file, parsed into raw serde structs, then validated
+//! and compiled into a [`Config`] that nothing downstream has to parse again.
+//!
+//! `Config::load` does the file IO; `Config::from_toml` does everything else,
+//! so `check`, `run` and reload share one code path. Every error names the
+//! file, line, column and key (SPEC "Command line"). Host patterns are parsed
+//! here (via [`crate::policy::rules`]) so that a bad rule is a config error,
+//! never a surprise at request time.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::policy::rules::{self, RuleSpec};
+
+/// A validated configuration, ready to compile into a [`crate::policy::Policy`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages and relative paths).
+    pub path: PathBuf,
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub dns: DnsConfig,
+    pub egress: EgressConfig,
+    pub limits: Limits,
+    pub log: LogConfig,
+    /// Present when `[tls]` is given; required by `proxy.tls_listen`.
+    pub tls: Option<TlsConfig>,
+    pub unidentified: UnidentifiedAction,
+    pub agents: Vec<AgentConfig>,
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Plain HTTP proxy listener. Default `0.0.0.0:3128`.
+    pub listen: SocketAddr,
+    /// The same protocol over TLS with client certificates. Default: none.
+    pub tls_listen: Option<SocketAddr>,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:9090`.
+    pub listen: SocketAddr,
+}
+
+/// `[dns]`
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// Name servers (UDP and TCP). `None`: the system's resolv.conf.
+    pub nameservers: Option<Vec<SocketAddr>>,
+    /// Per-query timeout. Default 2s.
+    pub timeout: Duration,
+    /// Honour /etc/hosts. Default true.
+    pub hosts_file: bool,
+}
+
+/// `[egress]`
+#[derive(Debug, Clone)]
+pub struct EgressConfig {
+    /// Ports that a rule without an explicit port allows. Default `[80, 443]`.
+    pub ports: Vec<u16>,
+    /// Exceptions to the forbidden address ranges. Default empty.
+    pub allow_cidrs: Vec<IpNet>,
+    /// Upstream TCP connect timeout, per address tried. Default 10s.
+    pub connect_timeout: Duration,
+    /// A tunnel with no bytes either way for this long is closed. Default 15m.
+    pub idle_timeout: Duration,
+    /// Refuse tunnels whose first bytes are not a ClientHello with SNI. Default false.
+    pub require_sni: bool,
+}
+
+/// `[limits]`
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes of request head (request line + headers); more → 431. Default 16384.
+    pub head_size: usize,
+    /// The whole head must arrive within this. Default 10s.
+    pub head_timeout: Duration,
+    /// Client connections in total. Default 10000.
+    pub max_connections: usize,
+    /// Client connections per identified agent. Default 1000.
+    pub max_connections_per_agent: usize,
+    /// On SIGTERM, how long open tunnels may finish. Default 30s.
+    pub shutdown_grace: Duration,
+}
+
+/// `[log]`
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Access log file; `None`: standard output.
+    pub path: Option<PathBuf>,
+    /// Log the query string of plain-HTTP requests. Default false.
+    pub include_query: bool,
+}
+
+/// `[tls]`: paths are resolved relative to the config file.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+/// `[unidentified] action`: what happens to requests that match no agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnidentifiedAction {
+    Deny,
+}
+
+/// Whether an agent's rule denials are enforced or only reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Report,
+}
+
+impl Mode {
+    /// The log's `mode` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Report => "report",
+        }
+    }
+}
+
+/// One `[[agent]]`.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub name: String,
+    pub sources: Vec<IpNet>,
+    /// SHA-256 digests of accepted proxy tokens.
+    pub token_sha256: Vec<[u8; 32]>,
+    pub spiffe_ids: Vec<String>,
+    pub allow: Vec<RuleEntry>,
+    pub deny: Vec<RuleEntry>,
+    pub mode: Mode,
+    /// Overrides `egress.require_sni` for this agent.
+    pub require_sni: Option<bool>,
+}
+
+/// One allow or deny entry, as written and as compiled.
+#[derive(Debug, Clone)]
+pub struct RuleEntry {
+    /// The rule as written, e.g. `"*.githubusercontent.com"`; what the log's `rule` shows.
+    pub text: String,
+    pub spec: RuleSpec,
+    pub owner: Option<String>,
+    pub reason: Option<String>,
+    /// The moment the entry stops matching. A bare date means the end of that day (UTC).
+    pub expires: Option<SystemTime>,
+    /// Where it was written, 1-based.
+    pub line: usize,
+    pub col: usize,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (exit code 2).
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is invalid (exit code 1).
+    #[error("{}", .0)]
+    Invalid(Box<Invalid>),
+}
+
+/// A validation error pinned to its place in the file.
+#[derive(Debug)]
+pub struct Invalid {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    /// Dotted key path, e.g. `agent[1].allow[2]`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.key,
+            self.message
+        )
+    }
+}
+
+// === raw (serde) structs ===
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    proxy: RawProxy,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    dns: RawDns,
+    #[serde(default)]
+    egress: RawEgress,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    log: RawLog,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    unidentified: RawUnidentified,
+    #[serde(default, rename = "agent")]
+    agents: Vec<Spanned<RawAgent>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    #[serde(default = "default_proxy_listen")]
+    listen: SocketAddr,
+    tls_listen: Option<Spanned<SocketAddr>>,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        RawProxy {
+            listen: default_proxy_listen(),
+            tls_listen: None,
+        }
+    }
+}
+
+fn default_proxy_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 3128))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    listen: SocketAddr,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    nameservers: Option<Vec<Spanned<String>>>,
+    #[serde(default = "default_dns_timeout", with = "humantime_serde")]
+    timeout: Duration,
+    #[serde(default = "yes")]
+    hosts_file: bool,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        RawDns {
+            nameservers: None,
+            timeout: default_dns_timeout(),
+            hosts_file: true,
+        }
+    }
+}
+
+fn default_dns_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEgress {
+    #[serde(default = "default_ports")]
+    ports: Vec<Spanned<u16>>,
+    #[serde(default)]
+    allow_cidrs: Vec<Spanned<String>>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    connect_timeout: Duration,
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    idle_timeout: Duration,
+    #[serde(default)]
+    require_sni: bool,
+}
+
+impl Default for RawEgress {
+    fn default() -> Self {
+        RawEgress {
+            ports: default_ports(),
+            allow_cidrs: Vec::new(),
+            connect_timeout: default_connect_timeout(),
+            idle_timeout: default_idle_timeout(),
+            require_sni: false,
+        }
+    }
+}
+
+fn default_ports() -> Vec<Spanned<u16>> {
+    vec![Spanned::new(0..0, 80), Spanned::new(0..0, 443)]
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default = "default_head_size")]
+    head_size: Spanned<usize>,
+    #[serde(default = "default_head_timeout", with = "humantime_serde")]
+    head_timeout: Duration,
+    #[serde(default = "default_max_connections")]
+    max_connections: Spanned<usize>,
+    #[serde(default = "default_max_connections_per_agent")]
+    max_connections_per_agent: Spanned<usize>,
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    shutdown_grace: Duration,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            head_size: default_head_size(),
+            head_timeout: default_head_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_agent: default_max_connections_per_agent(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+fn default_head_size() -> Spanned<usize> {
+    Spanned::new(0..0, 16384)
+}
+fn default_head_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_connections() -> Spanned<usize> {
+    Spanned::new(0..0, 10_000)
+}
+fn default_max_connections_per_agent() -> Spanned<usize> {
+    Spanned::new(0..0, 1000)
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    path: Option<PathBuf>,
+    #[serde(default)]
+    include_query: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnidentified {
+    #[serde(default = "default_action")]
+    action: Spanned<String>,
+}
+
+impl Default for RawUnidentified {
+    fn default() -> Self {
+        RawUnidentified {
+            action: default_action(),
+        }
+    }
+}
+
+fn default_action() -> Spanned<String> {
+    Spanned::new(0..0, "deny".to_owned())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: Spanned<String>,
+    #[serde(default)]
+    sources: Vec<Spanned<String>>,
+    #[serde(default)]
+    token_sha256: Vec<Spanned<String>>,
+    #[serde(default)]
+    spiffe_ids: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    deny: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
+    require_sni: Option<bool>,
+}
+
+/// An allow/deny entry: a bare string or a table with provenance.
+struct RawRule {
+    rule: String,
+    owner: Option<String>,
+    reason: Option<String>,
+    expires: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuleTable {
+    rule: String,
+    owner: Option<String>,
+    reason: Option<String>,
+    expires: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawRule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawRule;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rule string or a table { rule, owner, reason, expires }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawRule, E> {
+                Ok(RawRule {
+                    rule: v.to_owned(),
+                    owner: None,
+                    reason: None,
+                    expires: None,
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<RawRule, A::Error> {
+                let t =
+                    RawRuleTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawRule {
+                    rule: t.rule,
+                    owner: t.owner,
+                    reason: t.reason,
+                    expires: t.expires,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates `text`; `path` is used for messages and to
+    /// resolve relative paths.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cx = Cx { text, path };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
+        cx.validate(raw)
+    }
+}
+
+/// Validation context: the source text, for turning byte spans into line:col.
+struct Cx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Cx<'_> {
+    fn err(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, col) = line_col(self.text, span.start);
+        ConfigError::Invalid(Box::new(Invalid {
+            file: self.path.to_owned(),
+            line,
+            col,
+            key: key.into(),
+            message: message.into(),
+        }))
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        let key = key_at(self.text, span.start);
+        // toml's messages may span several lines; the first carries the point.
+        let message = e.message().lines().next().unwrap_or("invalid TOML").trim();
+        self.err(span, key, message.to_owned())
+    }
+
+    fn relative(&self, p: PathBuf) -> PathBuf {
+        if p.is_absolute() {
+            p
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let RawConfig {
+            proxy,
+            admin,
+            dns,
+            egress,
+            limits,
+            log,
+            tls,
+            unidentified,
+            agents,
+        } = raw;
+
+        let tls = tls.map(|t| TlsConfig {
+            cert: self.relative(t.cert),
+            key: self.relative(t.key),
+            client_ca: self.relative(t.client_ca),
+        });
+        if let Some(tl) = &proxy.tls_listen {
+            if tls.is_none() {
+                return Err(self.err(
+                    tl.span(),
+                    "proxy.tls_listen",
+                    "needs a [tls] section with cert, key and client_ca",
+                ));
+            }
+        }
+
+        let nameservers = match dns.nameservers {
+            None => None,
+            Some(list) => {
+                let mut out = Vec::with_capacity(list.len());
+                for (i, ns) in list.iter().enumerate() {
+                    out.push(parse_nameserver(ns.get_ref()).ok_or_else(|| {
+                        self.err(
+                            ns.span(),
+                            format!("dns.nameservers[{i}]"),
+                            format!("{:?} is not an IP address or IP:port", ns.get_ref()),
+                        )
+                    })?);
+                }
+                if out.is_empty() {
+                    return Err(self.err(
+                        0..0,
+                        "dns.nameservers",
+                        "is empty: remove it to use the system's resolv.conf",
+                    ));
+                }
+                Some(out)
+            }
+        };
+        if dns.timeout.is_zero() {
+            return Err(self.err(0..0, "dns.timeout", "must be greater than zero"));
+        }
+
+        let mut ports = Vec::with_capacity(egress.ports.len());
+        for (i, p) in egress.ports.iter().enumerate() {
+            if *p.get_ref() == 0 {
+                return Err(self.err(
+                    p.span(),
+                    format!("egress.ports[{i}]"),
+                    "port 0 is not a port",
+                ));
+            }
+            ports.push(*p.get_ref());
+        }
+        let mut allow_cidrs = Vec::with_capacity(egress.allow_cidrs.len());
+        for (i, c) in egress.allow_cidrs.iter().enumerate() {
+            allow_cidrs.push(
+                parse_cidr(c.get_ref())
+                    .map_err(|m| self.err(c.span(), format!("egress.allow_cidrs[{i}]"), m))?,
+            );
+        }
+        for (key, d) in [
+            ("egress.connect_timeout", egress.connect_timeout),
+            ("egress.idle_timeout", egress.idle_timeout),
+            ("limits.head_timeout", limits.head_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(self.err(
+                    span_of_key(self.text, key),
+                    key,
+                    "must be greater than zero",
+                ));
+            }
+        }
+        // Below 1 KiB not even an ordinary request head fits; above 1 MiB is a
+        // memory-exhaustion lever for whoever can reach the proxy.
+        if !(1024..=1 << 20).contains(limits.head_size.get_ref()) {
+            return Err(self.err(
+                limits.head_size.span(),
+                "limits.head_size",
+                "must be between 1024 and 1048576 bytes",
+            ));
+        }
+        for (key, v) in [
+            ("limits.max_connections", &limits.max_connections),
+            (
+                "limits.max_connections_per_agent",
+                &limits.max_connections_per_agent,
+            ),
+        ] {
+            if *v.get_ref() == 0 {
+                return Err(self.err(v.span(), key, "must be at least 1"));
+            }
+        }
+        if unidentified.action.get_ref() != "deny" {
+            return Err(self.err(
+                unidentified.action.span(),
+                "unidentified.action",
+                format!(
+                    "{:?} is not supported: the only action is \"deny\"",
+                    unidentified.action.get_ref()
+                ),
+            ));
+        }
+
+        let agents = self.validate_agents(agents)?;
+
+        Ok(Config {
+            path: self.path.to_owned(),
+            proxy: ProxyConfig {
+                listen: proxy.listen,
+                tls_listen: proxy.tls_listen.map(Spanned::into_inner),
+            },
+            admin: AdminConfig {
+                listen: admin.listen,
+            },
+            dns: DnsConfig {
+                nameservers,
+                timeout: dns.timeout,
+                hosts_file: dns.hosts_file,
+            },
+            egress: EgressConfig {
+                ports,
+                allow_cidrs,
+                connect_timeout: egress.connect_timeout,
+                idle_timeout: egress.idle_timeout,
+                require_sni: egress.require_sni,
+            },
+            limits: Limits {
+                head_size: limits.head_size.into_inner(),
+                head_timeout: limits.head_timeout,
+                max_connections: limits.max_connections.into_inner(),
+                max_connections_per_agent: limits.max_connections_per_agent.into_inner(),
+                shutdown_grace: limits.shutdown_grace,
+            },
+            log: LogConfig {
+                path: log.path.map(|p| self.relative(p)),
+                include_query: log.include_query,
+            },
+            tls,
+            unidentified: UnidentifiedAction::Deny,
+            agents,
+        })
+    }
+
+    fn validate_agents(
+        &self,
+        raw: Vec<Spanned<RawAgent>>,
+    ) -> Result<Vec<AgentConfig>, ConfigError> {
+        let mut agents: Vec<AgentConfig> = Vec::with_capacity(raw.len());
+        let mut names = std::collections::HashMap::new();
+        let mut ranges: std::collections::HashMap<IpNet, usize> = std::collections::HashMap::new();
+        let mut spiffe: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (ai, agent) in raw.into_iter().enumerate() {
+            let span = agent.span();
+            let a = agent.into_inner();
+            let key = |k: &str| format!("agent[{ai}].{k}");
+            let name = a.name.get_ref().clone();
+            if !valid_agent_name(&name) {
+                return Err(self.err(
+                    a.name.span(),
+                    key("name"),
+                    format!("{name:?} is not a valid agent name: use [a-z0-9][a-z0-9-_.]*"),
+                ));
+            }
+            if let Some(prev) = names.insert(name.clone(), ai) {
+                return Err(self.err(
+                    a.name.span(),
+                    key("name"),
+                    format!("{name:?} is already the name of agent[{prev}]"),
+                ));
+            }
+            let mut sources = Vec::with_capacity(a.sources.len());
+            for (i, s) in a.sources.iter().enumerate() {
+                let net = parse_cidr(s.get_ref())
+                    .map_err(|m| self.err(s.span(), key(&format!("sources[{i}]")), m))?;
+                if let Some(prev) = ranges.insert(net, ai) {
+                    if prev != ai {
+                        return Err(self.err(
+                            s.span(),
+                            key(&format!("sources[{i}]")),
+                            format!(
+                                "{net} is also claimed by agent {:?}: a source range identifies one agent",
+                                agents[prev].name
+                            ),
+                        ));
+                    }
+                }
+                sources.push(net);
+            }
+            let mut token_sha256 = Vec::with_capacity(a.token_sha256.len());
+            for (i, t) in a.token_sha256.iter().enumerate() {
+                token_sha256.push(parse_sha256(t.get_ref()).ok_or_else(|| {
+                    self.err(
+                        t.span(),
+                        key(&format!("token_sha256[{i}]")),
+                        "must be 64 hex digits: the SHA-256 of the token, e.g. from `printf %s TOKEN | sha256sum`",
+                    )
+                })?);
+            }
+            let mut spiffe_ids = Vec::with_capacity(a.spiffe_ids.len());
+            for (i, s) in a.spiffe_ids.iter().enumerate() {
+                let id = s.get_ref();
+                if !id.starts_with("spiffe://") || id.len() <= "spiffe://".len() {
+                    return Err(self.err(
+                        s.span(),
+                        key(&format!("spiffe_ids[{i}]")),
+                        format!("{id:?} is not a SPIFFE ID (spiffe://trust-domain/path)"),
+                    ));
+                }
+                if let Some(prev) = spiffe.insert(id.clone(), ai) {
+                    if prev != ai {
+                        return Err(self.err(
+                            s.span(),
+                            key(&format!("spiffe_ids[{i}]")),
+                            format!("{id:?} is also claimed by agent {:?}", agents[prev].name),
+                        ));
+                    }
+                }
+                spiffe_ids.push(id.clone());
+            }
+            if sources.is_empty() && token_sha256.is_empty() && spiffe_ids.is_empty() {
+                return Err(self.err(
+                    span,
+                    key("sources"),
+                    format!("agent {name:?} has no sources, token_sha256 or spiffe_ids: nothing could ever identify it"),
+                ));
+            }
+            let allow = self.validate_rules(&a.allow, &key("allow"))?;
+            let deny = self.validate_rules(&a.deny, &key("deny"))?;
+            let mode = match a.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+                None | Some(("enforce", _)) => Mode::Enforce,
+                Some(("report", _)) => Mode::Report,
+                Some((other, span)) => {
+                    return Err(self.err(
+                        span,
+                        key("mode"),
+                        format!("{other:?} is not a mode: use \"enforce\" or \"report\""),
+                    ));
+                }
+            };
+            agents.push(AgentConfig {
+                name,
+                sources,
+                token_sha256,
+                spiffe_ids,
+                allow,
+                deny,
+                mode,
+                require_sni: a.require_sni,
+            });
+        }
+        Ok(agents)
+    }
+
+    fn validate_rules(
+        &self,
+        raw: &[Spanned<RawRule>],
+        key: &str,
+    ) -> Result<Vec<RuleEntry>, ConfigError> {
+        let mut out = Vec::with_capacity(raw.len());
+        for (i, r) in raw.iter().enumerate() {
+            let rr = r.get_ref();
+            let key = format!("{key}[{i}]");
+            let spec = rules::parse(&rr.rule)
+                .map_err(|m| self.err(r.span(), &key, format!("{:?}: {m}", rr.rule)))?;
+            let expires = match &rr.expires {
+                None => None,
+                Some(e) => Some(parse_expiry(e).ok_or_else(|| {
+                    self.err(
+                        r.span(),
+                        format!("{key}.expires"),
+                        format!("{e:?} is not a date (YYYY-MM-DD) or RFC 3339 time"),
+                    )
+                })?),
+            };
+            let (line, col) = line_col(self.text, r.span().start);
+            out.push(RuleEntry {
+                text: rr.rule.clone(),
+                spec,
+                owner: rr.owner.clone(),
+                reason: rr.reason.clone(),
+                expires,
+                line,
+                col,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, col)
+}
+
+/// The dotted key at byte `offset`: the enclosing `[table]` header plus the
+/// key that starts the line, e.g. `egress.ports` or `agent[2].allow`.
+fn key_at(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or("");
+    let mut table = String::new();
+    let mut agent_count = 0usize;
+    for line in before.lines() {
+        let t = line.trim();
+        if t.starts_with("[[") {
+            let name = t
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim();
+            if name == "agent" {
+                table = format!("agent[{agent_count}]");
+                agent_count += 1;
+            } else {
+                table = name.to_owned();
+            }
+        } else if t.starts_with('[') {
+            table = t
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+        }
+    }
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text
+        .get(line_start..)
+        .and_then(|s| s.lines().next())
+        .unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['))
+        .unwrap_or("");
+    match (table.is_empty(), key.is_empty()) {
+        (true, true) => "(top level)".to_owned(),
+        (true, false) => key.to_owned(),
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+/// Span of `table.key` in the text, for errors on values serde has already consumed.
+fn span_of_key(text: &str, dotted: &str) -> Range<usize> {
+    let (table, key) = dotted.split_once('.').unwrap_or(("", dotted));
+    let header = format!("[{table}]");
+    let Some(start) = text.find(&header) else {
+        return 0..0;
+    };
+    let mut offset = start;
+    for line in text[start..].lines().skip(1) {
+        offset += line.len() + 1;
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            break;
+        }
+        if t.split('=').next().map(str::trim) == Some(key) {
+            let at = offset - line.len() - 1 + (line.len() - t.len());
+            return at..at + key.len();
+        }
+    }
+    start..start + header.len()
+}
+
+fn valid_agent_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+        && name.len() <= 128
+}
+
+/// A CIDR ("10.0.0.0/8") or a single address ("10.0.0.1" → /32). Host bits
+/// set in a CIDR are an error: `10.0.0.1/8` usually means a typo.
+pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    let net: IpNet = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "{s:?} has host bits set: did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+fn parse_nameserver(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
+}
+
+fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// `YYYY-MM-DD` (the entry matches through that day, UTC) or an RFC 3339 time.
+pub fn parse_expiry(s: &str) -> Option<SystemTime> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        if s.len() > 10 {
+            return Some(t);
+        }
+    }
+    let mut parts = s.splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    if s.len() != 10 || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) || y < 1970 {
+        return None;
+    }
+    let days = days_from_civil(y, m, d) + 1;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(days).ok()? * 86_400))
+}
+
+fn days_in_month(y: i64, m: u32) -> u32 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! DNS: sluice's own resolver. The only module that knows hickory.
+//!
+//! Every name is looked up as a fully-qualified name (no search domains: an
+//! allow rule for `api` must not quietly become `api.corp.internal`), for A
+//! and AAAA at once, through a cache that honours the records' TTLs. The
+//! caller gets every address the server returned; deciding which may be
+//! dialled is policy's job, and the proxy then dials only those — it never
+//! asks again between the check and the connect.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError as HDnsError, NetError};
+use hickory_resolver::proto::op::ResponseCode;
+
+use crate::config::DnsConfig;
+use crate::host::Name;
+
+/// Upper bound on how long an answer is cached, whatever its TTL says: a
+/// day-long TTL should not pin a stale address for a day.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// How many names the cache holds. One entry per (name, type).
+const CACHE_SIZE: u64 = 8192;
+
+/// Why a lookup failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DnsError {
+    /// The server answered without addresses: NXDOMAIN, NOERROR with no
+    /// data, SERVFAIL, REFUSED... `rcode` is the mnemonic.
+    #[error("{rcode}")]
+    Rcode { rcode: &'static str },
+    /// No answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// Anything else (no usable name server, IO errors).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl DnsError {
+    /// The `sluice_dns_errors_total{kind}` label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DnsError::Rcode { rcode } => match *rcode {
+                "NXDOMAIN" => "nxdomain",
+                "NOERROR" => "nodata",
+                "SERVFAIL" => "servfail",
+                "REFUSED" => "refused",
+                _ => "rcode",
+            },
+            DnsError::Timeout => "timeout",
+            DnsError::Other(_) => "other",
+        }
+    }
+}
+
+/// The resolver. Cheap to clone.
+#[derive(Clone)]
+pub struct Resolver {
+    inner: TokioResolver,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+/// A successful lookup.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Every address returned, in the resolver's order (A before AAAA).
+    pub ips: Vec<IpAddr>,
+    pub elapsed: Duration,
+}
+
+impl Resolver {
+    /// Builds a resolver from `[dns]`: the configured name servers, else the
+    /// system's resolv.conf (its search domains and ndots are ignored).
+    pub fn new(cfg: &DnsConfig) -> Result<Resolver, DnsError> {
+        let config = match &cfg.nameservers {
+            Some(list) => {
+                ResolverConfig::from_parts(None, vec![], list.iter().map(name_server).collect())
+            }
+            None => {
+                let (system, _) =
+                    hickory_resolver::system_conf::read_system_conf().map_err(|e| {
+                        DnsError::Other(format!("cannot read the system's DNS configuration: {e}"))
+                    })?;
+                ResolverConfig::from_parts(None, vec![], system.name_servers)
+            }
+        };
+        let mut builder =
+            TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+        let opts = builder.options_mut();
+        opts.timeout = cfg.timeout;
+        opts.attempts = 1;
+        opts.ndots = 0;
+        opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        opts.cache_size = CACHE_SIZE;
+        opts.positive_max_ttl = Some(MAX_CACHE_TTL);
+        opts.negative_max_ttl = Some(Duration::from_secs(30));
+        opts.use_hosts_file = if cfg.hosts_file {
+            ResolveHosts::Always
+        } else {
+            ResolveHosts::Never
+        };
+        let inner = builder
+            .build()
+            .map_err(|e| DnsError::Other(format!("cannot build the resolver: {e}")))?;
+        Ok(Resolver { inner })
+    }
+
+    /// Looks `name` up (A and AAAA). An empty answer is an error, never an
+    /// empty list.
+    pub async fn resolve(&self, name: &Name) -> Result<Resolved, DnsError> {
+        let started = Instant::now();
+        let fqdn = format!("{}.", name.as_str());
+        let lookup = self
+            .inner
+            .lookup_ip(fqdn.as_str())
+            .await
+            .map_err(classify)?;
+        let ips: Vec<IpAddr> = lookup.iter().collect();
+        if ips.is_empty() {
+            return Err(DnsError::Rcode { rcode: "NOERROR" });
+        }
+        Ok(Resolved {
+            ips,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+fn name_server(addr: &SocketAddr) -> NameServerConfig {
+    let conn = |mut c: ConnectionConfig| {
+        c.port = addr.port();
+        c
+    };
+    NameServerConfig::new(
+        addr.ip(),
+        true,
+        vec![conn(ConnectionConfig::udp()), conn(ConnectionConfig::tcp())],
+    )
+}
+
+fn classify(e: NetError) -> DnsError {
+    match e {
+        NetError::Timeout => DnsError::Timeout,
+        NetError::Dns(HDnsError::NoRecordsFound(nr)) => DnsError::Rcode {
+            rcode: rcode_name(nr.response_code),
+        },
+        NetError::Dns(HDnsError::ResponseCode(code)) => DnsError::Rcode {
+            rcode: rcode_name(code),
+        },
+        NetError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => DnsError::Timeout,
+        other => DnsError::Other(other.to_string()),
+    }
+}
+
+fn rcode_name(code: ResponseCode) -> &'static str {
+    match u16::from(code) {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        _ => "OTHER",
+    }
+}

@@ -1,0 +1,439 @@
+//! Absolute-form HTTP forwarding: rewrite the request for the origin
+//! (origin-form target, hop-by-hop and `Proxy-*` headers removed), stream
+//! the body up and the response down, byte for byte, and tell the caller
+//! whether both connections can carry another request.
+//!
+//! Bodies are never buffered whole: they pass through a fixed-size buffer,
+//! with their framing checked (chunked.rs) so that sluice, the client and
+//! the origin agree on where each message ends.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::chunked::Chunked;
+use super::head::Head;
+use super::target::{Framing, Target, parse_length};
+
+/// Largest response head accepted from an origin.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 128;
+/// Read size for bodies: large enough for bulk transfer, small enough to
+/// keep per-connection memory modest.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A forwarded exchange.
+#[derive(Debug, Default)]
+pub struct Forwarded {
+    /// The origin's final status, sent to the client.
+    pub status: u16,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    /// The client connection may carry another request.
+    pub client_reusable: bool,
+    /// The upstream connection may carry another request.
+    pub upstream_reusable: bool,
+}
+
+/// Why a forward failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The client's request body was malformed (nothing sent back yet
+    /// unless `responded`).
+    #[error("request body: {0}")]
+    ClientBody(&'static str),
+    /// The origin failed or sent something unusable before any response
+    /// byte reached the client: answer 502.
+    #[error("upstream: {0}")]
+    Upstream(String),
+    /// Something failed after the response had started: the client
+    /// connection can only be closed.
+    #[error("relay: {0}")]
+    Broken(String),
+}
+
+/// Options that shape one forward.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub idle_timeout: Duration,
+}
+
+/// Forwards one request. `cbuf` holds client bytes read past the head;
+/// `ubuf` is the upstream connection's read buffer (kept across requests).
+pub async fn forward<C>(
+    client: &mut C,
+    cbuf: &mut BytesMut,
+    head: &Head,
+    target: &Target,
+    upstream: &mut TcpStream,
+    ubuf: &mut BytesMut,
+    opts: Options,
+) -> Result<Forwarded, ForwardError>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let super::target::Kind::Forward {
+        origin_form, body, ..
+    } = &target.kind
+    else {
+        return Err(ForwardError::Upstream(
+            "not a forwardable request".to_owned(),
+        ));
+    };
+    let request_head = rewrite_request(head, origin_form, target);
+    let is_head = head.method() == "HEAD";
+    let client_wants_close = head.version == 0 || head.has_token("connection", "close");
+
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = upstream.split();
+    let idle = opts.idle_timeout;
+
+    let up = async {
+        uw.write_all(&request_head)
+            .await
+            .map_err(|e| ForwardError::Upstream(e.to_string()))?;
+        match relay_body(&mut cr, cbuf, &mut uw, *body, idle).await {
+            Ok(n) => Ok((request_head.len() as u64 + n, true)),
+            // The origin stopped reading (it may already have answered):
+            // the response decides what the client sees.
+            Err(BodyError::Write(_)) => Ok((request_head.len() as u64, false)),
+            Err(BodyError::Malformed(m)) => Err(ForwardError::ClientBody(m)),
+            Err(BodyError::Truncated) => Err(ForwardError::ClientBody(
+                "client closed before the end of the body",
+            )),
+            Err(BodyError::Idle) => Err(ForwardError::ClientBody(
+                "client went idle in the middle of the body",
+            )),
+            Err(BodyError::Read(_)) => {
+                Err(ForwardError::ClientBody("reading the request body failed"))
+            }
+        }
+    };
+    let down = async {
+        let mut bytes = 0u64;
+        let resp = loop {
+            let resp = read_response(&mut ur, ubuf, idle).await?;
+            if (100..200).contains(&resp.status) && resp.status != 101 {
+                // Interim responses (100 Continue, 103 Early Hints) pass through.
+                cw.write_all(&resp.raw)
+                    .await
+                    .map_err(|e| ForwardError::Broken(e.to_string()))?;
+                bytes += resp.raw.len() as u64;
+                continue;
+            }
+            if resp.status == 101 {
+                return Err(ForwardError::Upstream(
+                    "origin switched protocols without an Upgrade request".to_owned(),
+                ));
+            }
+            break resp;
+        };
+        let framing = resp.framing(is_head)?;
+        let close = client_wants_close || framing == Framing::Close;
+        let out = rewrite_response(&resp, close);
+        cw.write_all(&out)
+            .await
+            .map_err(|e| ForwardError::Broken(e.to_string()))?;
+        bytes += out.len() as u64;
+        let n = relay_body(&mut ur, ubuf, &mut cw, framing, idle)
+            .await
+            .map_err(|e| ForwardError::Broken(e.to_string()))?;
+        cw.flush()
+            .await
+            .map_err(|e| ForwardError::Broken(e.to_string()))?;
+        bytes += n;
+        let upstream_ok = framing != Framing::Close && !resp.close && ubuf.is_empty();
+        Ok::<_, ForwardError>((resp.status, bytes, !close, upstream_ok))
+    };
+    let ((up_bytes, body_sent), (status, down_bytes, client_ok, upstream_ok)) =
+        tokio::try_join!(up, down)?;
+    Ok(Forwarded {
+        status,
+        bytes_up: up_bytes,
+        bytes_down: down_bytes,
+        client_reusable: client_ok && body_sent,
+        upstream_reusable: upstream_ok && body_sent,
+    })
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
+/// plus every `Proxy-*` header: credentials meant for sluice must never
+/// reach an origin.
+fn hop_by_hop(name: &str, connection_tokens: &[&str]) -> bool {
+    const HOP: [&str; 6] = [
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || name.len() >= 6 && name[..6].eq_ignore_ascii_case("proxy-")
+        || connection_tokens
+            .iter()
+            .any(|t| name.eq_ignore_ascii_case(t))
+}
+
+fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<&'a str> {
+    values
+        .flat_map(|v| v.split(|&b| b == b','))
+        .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn rewrite_request(head: &Head, origin_form: &str, target: &Target) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(head.method().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(origin_form.as_bytes());
+    out.extend_from_slice(if head.version == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    let tokens = connection_tokens(head.get_all("connection"));
+    let mut has_host = false;
+    for (name, value) in head.headers() {
+        if hop_by_hop(name, &tokens) {
+            continue;
+        }
+        has_host |= name.eq_ignore_ascii_case("host");
+        push_header(&mut out, name.as_bytes(), value);
+    }
+    if !has_host {
+        let host = if target.port == 80 {
+            target.host.to_string()
+        } else {
+            target.authority()
+        };
+        push_header(&mut out, b"Host", host.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response head from the origin.
+struct Response {
+    raw: BytesMut,
+    status: u16,
+    version: u8,
+    reason: String,
+    headers: Vec<(String, Vec<u8>)>,
+    /// The origin said `Connection: close` (or spoke HTTP/1.0 without keep-alive).
+    close: bool,
+}
+
+async fn read_response<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    idle: Duration,
+) -> Result<Response, ForwardError> {
+    loop {
+        if !buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let status = resp.code.unwrap_or(0);
+                    let version = resp.version.unwrap_or(1);
+                    let reason = resp.reason.unwrap_or("").to_owned();
+                    let headers: Vec<(String, Vec<u8>)> = resp
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                        .collect();
+                    let has = |name: &str, token: &str| {
+                        headers.iter().any(|(n, v)| {
+                            n.eq_ignore_ascii_case(name)
+                                && v.split(|&b| b == b',')
+                                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+                        })
+                    };
+                    let close = has("connection", "close")
+                        || (version == 0 && !has("connection", "keep-alive"));
+                    return Ok(Response {
+                        raw: buf.split_to(n),
+                        status,
+                        version,
+                        reason,
+                        headers,
+                        close,
+                    });
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => {}
+                Ok(httparse::Status::Partial) => {
+                    return Err(ForwardError::Upstream("response head too large".to_owned()));
+                }
+                Err(e) => {
+                    return Err(ForwardError::Upstream(format!(
+                        "malformed response head: {e}"
+                    )));
+                }
+            }
+        }
+        buf.reserve(READ_CHUNK);
+        let n = match tokio::time::timeout(idle, r.read_buf(buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(ForwardError::Upstream(e.to_string())),
+            Err(_) => {
+                return Err(ForwardError::Upstream(
+                    "no response before the idle timeout".to_owned(),
+                ));
+            }
+        };
+        if n == 0 {
+            return Err(ForwardError::Upstream(
+                "origin closed the connection without a response".to_owned(),
+            ));
+        }
+    }
+}
+
+impl Response {
+    /// RFC 9112 §6.3, strictly: conflicting lengths are the origin's error.
+    fn framing(&self, is_head: bool) -> Result<Framing, ForwardError> {
+        if is_head || self.status == 204 || self.status == 304 {
+            return Ok(Framing::None);
+        }
+        let te: Vec<&[u8]> = self.values("transfer-encoding").collect();
+        if !te.is_empty() {
+            let last = te
+                .last()
+                .and_then(|v| v.split(|&b| b == b',').next_back())
+                .map(<[u8]>::trim_ascii);
+            return Ok(
+                if last.is_some_and(|l| l.eq_ignore_ascii_case(b"chunked")) {
+                    Framing::Chunked
+                } else {
+                    Framing::Close
+                },
+            );
+        }
+        let mut len: Option<u64> = None;
+        for v in self.values("content-length") {
+            let n = parse_length(v)
+                .ok_or_else(|| ForwardError::Upstream("invalid Content-Length".to_owned()))?;
+            if len.is_some_and(|l| l != n) {
+                return Err(ForwardError::Upstream(
+                    "conflicting Content-Length values".to_owned(),
+                ));
+            }
+            len = Some(n);
+        }
+        Ok(match len {
+            Some(0) => Framing::None,
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
+        })
+    }
+
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+fn rewrite_response(resp: &Response, close: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(resp.raw.len() + 32);
+    let _ = resp.version;
+    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason).as_bytes());
+    let tokens = connection_tokens(resp.values("connection"));
+    let chunked = resp.values("transfer-encoding").next().is_some();
+    for (name, value) in &resp.headers {
+        if hop_by_hop(name, &tokens) || (chunked && name.eq_ignore_ascii_case("content-length")) {
+            continue;
+        }
+        push_header(&mut out, name.as_bytes(), value);
+    }
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("read failed: {0}")]
+    Read(io::Error),
+    #[error("write failed: {0}")]
+    Write(io::Error),
+    #[error("{0}")]
+    Malformed(&'static str),
+    #[error("connection closed before the end of the body")]
+    Truncated,
+    #[error("idle timeout in the middle of a body")]
+    Idle,
+}
+
+/// Copies one body from `buf` + `r` to `w` as `framing` delimits it; bytes
+/// after its end stay in `buf`. Returns the bytes copied.
+async fn relay_body<R, W>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    w: &mut W,
+    framing: Framing,
+    idle: Duration,
+) -> Result<u64, BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut remaining = match framing {
+        Framing::None => return Ok(0),
+        Framing::Length(n) => n,
+        Framing::Chunked | Framing::Close => u64::MAX,
+    };
+    let mut chunked = Chunked::default();
+    let mut total = 0u64;
+    loop {
+        if !buf.is_empty() {
+            let n = match framing {
+                Framing::Length(_) => remaining.min(buf.len() as u64) as usize,
+                Framing::Chunked => chunked.scan(buf).map_err(BodyError::Malformed)?,
+                _ => buf.len(),
+            };
+            w.write_all(&buf[..n]).await.map_err(BodyError::Write)?;
+            buf.advance(n);
+            total += n as u64;
+            match framing {
+                Framing::Length(_) => {
+                    remaining -= n as u64;
+                    if remaining == 0 {
+                        return Ok(total);
+                    }
+                }
+                Framing::Chunked if chunked.done() => return Ok(total),
+                _ => {}
+            }
+        }
+        buf.reserve(READ_CHUNK);
+        let n = match tokio::time::timeout(idle, r.read_buf(buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => return Err(BodyError::Read(e)),
+            Err(_) => return Err(BodyError::Idle),
+        };
+        if n == 0 {
+            return if framing == Framing::Close {
+                let _ = w.shutdown().await;
+                Ok(total)
+            } else {
+                Err(BodyError::Truncated)
+            };
+        }
+    }
+}

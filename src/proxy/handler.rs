@@ -1,0 +1,482 @@
+//! The request path, top to bottom: read a head → identify → parse the
+//! target → decide → resolve → vet addresses → connect → relay → log.
+//! `admit` holds the policy steps in that order, one per line; `request`
+//! turns the outcome into a tunnel, a forwarded exchange or a refusal.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Duration, Instant};
+
+use crate::host::Host;
+use crate::identity::{Evidence, IdentityError};
+use crate::policy::{Policy, Verdict};
+use crate::telemetry::access_log::{Entry, ms};
+
+use super::error::{Context, ProxyError};
+use super::head::{self, Head, ReadError};
+use super::target::{Kind, Target};
+use super::{State, connect, forward, relay};
+
+/// How long a refused connection is drained before closing, so that the
+/// refusal is not destroyed by a TCP reset while the client is still
+/// sending (RFC 9112 §9.6).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// One client connection.
+pub struct Conn<S> {
+    state: Arc<State>,
+    peer: SocketAddr,
+    stream: S,
+    buf: BytesMut,
+    /// The verified client certificate's SPIFFE ID (TLS listener only).
+    spiffe: Option<String>,
+    /// The upstream connection of the previous forwarded request, if reusable.
+    pool: Option<Pooled>,
+    /// Turns true when sluice drains: finish the request in hand, take no more.
+    stop: watch::Receiver<bool>,
+}
+
+/// A kept-alive upstream connection, reused only for the same host and port
+/// and only if its address is among the ones vetted for the new request.
+struct Pooled {
+    host: Host,
+    port: u16,
+    addr: SocketAddr,
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// A request the policy has let through, with its vetted addresses.
+struct Admitted {
+    target: Target,
+    ips: Vec<IpAddr>,
+    agent: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+    pub fn new(
+        state: Arc<State>,
+        stream: S,
+        peer: SocketAddr,
+        spiffe: Option<String>,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Conn {
+            state,
+            peer,
+            stream,
+            buf: BytesMut::new(),
+            spiffe,
+            pool: None,
+            stop,
+        }
+    }
+
+    /// Serves requests until the client closes, a request cannot be
+    /// followed by another, or the connection becomes a tunnel.
+    pub async fn serve(mut self) {
+        let mut first = true;
+        loop {
+            let policy = self.state.policy();
+            let limits = &policy.config.limits;
+            let now = Instant::now();
+            // A new connection must send its head within head_timeout; a
+            // kept-alive one may idle like a tunnel before its next request.
+            let first_byte = if first {
+                now + limits.head_timeout
+            } else {
+                now + policy.config.egress.idle_timeout
+            };
+            let deadline = if first {
+                first_byte
+            } else {
+                first_byte + limits.head_timeout
+            };
+            let read = head::read(
+                &mut self.stream,
+                &mut self.buf,
+                limits.head_size,
+                first_byte,
+                deadline,
+            );
+            let head = match if first {
+                read.await
+            } else {
+                // Between requests a draining proxy closes the connection
+                // rather than wait for a request it would have to refuse.
+                let mut stop = self.stop.clone();
+                tokio::select! {
+                    r = read => r,
+                    () = super::stopped(&mut stop) => return,
+                }
+            } {
+                Ok(head) => head,
+                Err(ReadError::Closed | ReadError::Io(_)) => return,
+                Err(e) => return self.bad_head(&policy, e).await,
+            };
+            first = false;
+            if !self.request(&policy, head).await {
+                return;
+            }
+        }
+    }
+
+    /// A head that could not be read: 400 or 431, or silence on a timeout.
+    async fn bad_head(self, policy: &Policy, e: ReadError) {
+        let mut log = Entry::new(&self.state.log, self.peer);
+        if let Some(id) = self.agent_hint(policy) {
+            log.record.agent = Some(policy.agent(id).name.clone());
+        }
+        let err = match e {
+            ReadError::TooLarge => ProxyError::HeadTooLarge,
+            ReadError::Malformed(m) => ProxyError::Malformed(m),
+            _ => {
+                // Slow or stalled clients get no answer: the connection is
+                // closed, and the log says why.
+                log.record.reason = Some("head_timeout");
+                log.finish().await;
+                return;
+            }
+        };
+        self.refuse(policy, err, log, None).await;
+    }
+
+    /// The agent a connection belongs to before any head is understood:
+    /// its certificate or source (never a token: there is no valid head).
+    fn agent_hint(&self, policy: &Policy) -> Option<usize> {
+        policy
+            .identities
+            .identify(&Evidence {
+                peer: self.peer.ip(),
+                spiffe_id: self.spiffe.as_deref(),
+                proxy_authorization: None,
+            })
+            .ok()
+            .map(|i| i.agent)
+    }
+
+    /// Handles one request; returns whether the connection may carry another.
+    async fn request(&mut self, policy: &Policy, head: Head) -> bool {
+        let mut log = Entry::new(&self.state.log, self.peer);
+        log.record.method = Some(head.method().to_owned());
+        match self.admit(policy, &head, &mut log).await {
+            Err(e) => {
+                let rule = log.record.rule.clone();
+                self.refuse_in_place(policy, e, log, rule.as_deref()).await;
+                false
+            }
+            Ok(admitted) => match admitted.target.kind {
+                Kind::Connect => {
+                    self.tunnel(policy, admitted, log).await;
+                    false
+                }
+                Kind::Forward { .. } => self.forward(policy, &head, admitted, log).await,
+            },
+        }
+    }
+
+    /// identify → parse → decide → resolve → vet, recording each step.
+    async fn admit(
+        &self,
+        policy: &Policy,
+        head: &Head,
+        log: &mut Entry,
+    ) -> Result<Admitted, ProxyError> {
+        let auth = head
+            .get_one("proxy-authorization")
+            .map_err(|()| ProxyError::Identity(IdentityError::BadCredentials))?;
+        let evidence = Evidence {
+            peer: self.peer.ip(),
+            spiffe_id: self.spiffe.as_deref(),
+            proxy_authorization: auth,
+        };
+        let who = policy
+            .identities
+            .identify(&evidence)
+            .map_err(ProxyError::Identity)?;
+        let agent = policy.agent(who.agent);
+        log.record.agent = Some(agent.name.clone());
+        log.record.identity = Some(who.method.as_str());
+        log.record.mode = Some(agent.mode.as_str());
+
+        let target = Target::parse(head).map_err(ProxyError::Malformed)?;
+        self.record_target(policy, &target, log);
+
+        let decision = policy.decide(who.agent, &target.host, target.port, SystemTime::now());
+        log.record.rule = decision.rule;
+        match decision.verdict {
+            Verdict::Allow => log.record.decision = "allow",
+            Verdict::Report(why) => {
+                log.record.decision = "report";
+                log.record.reason = Some(why.as_str());
+            }
+            Verdict::Deny(why) => return Err(ProxyError::Denied(why)),
+        }
+
+        let ips = match &target.host {
+            Host::Ip(ip) => vec![*ip],
+            Host::Name(name) => {
+                let m = &self.state.metrics;
+                match self.state.resolver.resolve(name).await {
+                    Ok(r) => {
+                        m.dns_lookup.observe(r.elapsed.as_secs_f64());
+                        log.record.dns_ms = Some(ms(r.elapsed));
+                        log.record.ips = Some(r.ips.clone());
+                        r.ips
+                    }
+                    Err(e) => {
+                        m.dns_errors.with_label_values(&[e.kind()]).inc();
+                        return Err(ProxyError::Dns(e));
+                    }
+                }
+            }
+        };
+        let ips = policy.vet(&ips).map_err(ProxyError::Denied)?;
+        Ok(Admitted {
+            target,
+            ips,
+            agent: who.agent,
+        })
+    }
+
+    fn record_target(&self, policy: &Policy, target: &Target, log: &mut Entry) {
+        log.record.host = Some(match &target.host {
+            Host::Name(n) => n.as_str().to_owned(),
+            Host::Ip(ip) => ip.to_string(),
+        });
+        log.record.port = Some(target.port);
+        if let Kind::Forward { path, query, .. } = &target.kind {
+            log.record.path = Some(path.clone());
+            if policy.config.log.include_query {
+                log.record.query = query.clone();
+            }
+        }
+    }
+
+    /// CONNECT: dial, answer 200, relay through the SNI gate until done.
+    async fn tunnel(&mut self, policy: &Policy, a: Admitted, mut log: Entry) {
+        let egress = &policy.config.egress;
+        let upstream = match self.dial(&a, egress.connect_timeout, &mut log).await {
+            Ok(s) => s,
+            Err(e) => return self.refuse_in_place(policy, e, log, None).await,
+        };
+        if let Err(e) = self
+            .stream
+            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+        {
+            tracing::debug!(peer = %self.peer, "client went away before the tunnel opened: {e}");
+            log.record.status = Some(200);
+            log.record.bytes_up = Some(0);
+            log.record.bytes_down = Some(0);
+            return log.finish().await;
+        }
+        log.record.status = Some(200);
+        let agent = policy.agent(a.agent);
+        let gauge = self
+            .state
+            .metrics
+            .tunnels_active
+            .with_label_values(&[&agent.name]);
+        gauge.inc();
+        let opts = relay::Options {
+            idle_timeout: egress.idle_timeout,
+            sni_host: a.target.host.name(),
+            require_sni: agent.require_sni,
+        };
+        let pending = std::mem::take(&mut self.buf);
+        let out = relay::tunnel(&mut self.stream, pending, upstream, &opts).await;
+        gauge.dec();
+        log.record.bytes_up = Some(out.bytes_up);
+        log.record.bytes_down = Some(out.bytes_down);
+        log.record.sni = out.sni;
+        match out.end {
+            relay::End::Refused(reason) => {
+                log.record.decision = "deny";
+                log.record.reason = Some(reason);
+            }
+            relay::End::Error(e) => tracing::debug!(peer = %self.peer, "tunnel ended: {e}"),
+            relay::End::Closed | relay::End::Idle => {}
+        }
+        log.finish().await;
+    }
+
+    /// Absolute-form: reuse or dial an upstream, forward, keep both
+    /// connections when their framing allows.
+    async fn forward(&mut self, policy: &Policy, head: &Head, a: Admitted, mut log: Entry) -> bool {
+        let egress = &policy.config.egress;
+        let mut up = match self.take_pooled(&a) {
+            Some(p) => {
+                log.record.ip = Some(p.addr.ip());
+                p
+            }
+            None => match self.dial(&a, egress.connect_timeout, &mut log).await {
+                Ok(stream) => Pooled {
+                    host: a.target.host.clone(),
+                    port: a.target.port,
+                    addr: stream
+                        .peer_addr()
+                        .unwrap_or_else(|_| SocketAddr::new(a.ips[0], a.target.port)),
+                    stream,
+                    buf: BytesMut::new(),
+                },
+                Err(e) => {
+                    self.refuse_in_place(policy, e, log, None).await;
+                    return false;
+                }
+            },
+        };
+        let opts = forward::Options {
+            idle_timeout: egress.idle_timeout,
+        };
+        let result = forward::forward(
+            &mut self.stream,
+            &mut self.buf,
+            head,
+            &a.target,
+            &mut up.stream,
+            &mut up.buf,
+            opts,
+        )
+        .await;
+        match result {
+            Ok(f) => {
+                log.record.status = Some(f.status);
+                log.record.bytes_up = Some(f.bytes_up);
+                log.record.bytes_down = Some(f.bytes_down);
+                log.finish().await;
+                if f.upstream_reusable {
+                    self.pool = Some(up);
+                }
+                f.client_reusable
+            }
+            Err(forward::ForwardError::Upstream(msg)) => {
+                tracing::debug!(peer = %self.peer, "upstream failed: {msg}");
+                let e = ProxyError::Connect {
+                    kind: super::error::ConnectFailure::Unavailable,
+                    source: std::io::Error::other(msg),
+                };
+                self.refuse_in_place(policy, e, log, None).await;
+                false
+            }
+            Err(forward::ForwardError::ClientBody(m)) => {
+                log.record.decision = "deny";
+                log.record.reason = Some("malformed");
+                tracing::debug!(peer = %self.peer, "bad request body: {m}");
+                log.finish().await;
+                false
+            }
+            Err(forward::ForwardError::Broken(m)) => {
+                tracing::debug!(peer = %self.peer, "relay broken: {m}");
+                log.finish().await;
+                false
+            }
+        }
+    }
+
+    /// The pooled upstream, if it serves this host and port at a vetted
+    /// address and has not been closed by the origin meanwhile.
+    fn take_pooled(&mut self, a: &Admitted) -> Option<Pooled> {
+        let p = self.pool.take()?;
+        if p.host != a.target.host || p.port != a.target.port || !a.ips.contains(&p.addr.ip()) {
+            return None;
+        }
+        let mut probe = [0u8; 1];
+        match p.stream.try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Connects to the first vetted address that answers, recording it.
+    async fn dial(
+        &self,
+        a: &Admitted,
+        timeout: Duration,
+        log: &mut Entry,
+    ) -> Result<TcpStream, ProxyError> {
+        match connect::first(&a.ips, a.target.port, timeout).await {
+            Ok(c) => {
+                self.state
+                    .metrics
+                    .upstream_connect
+                    .observe(c.elapsed.as_secs_f64());
+                log.record.ip = Some(c.addr.ip());
+                log.record.connect_ms = Some(ms(c.elapsed));
+                Ok(c.stream)
+            }
+            Err((e, ip)) => {
+                log.record.ip = ip;
+                Err(e)
+            }
+        }
+    }
+
+    async fn refuse_in_place(
+        &mut self,
+        policy: &Policy,
+        err: ProxyError,
+        mut log: Entry,
+        rule: Option<&str>,
+    ) {
+        let response = self.refusal(policy, &err, &mut log, rule);
+        let _ = self.stream.write_all(&response).await;
+        log.finish().await;
+        self.linger().await;
+    }
+
+    async fn refuse(mut self, policy: &Policy, err: ProxyError, log: Entry, rule: Option<&str>) {
+        self.refuse_in_place(policy, err, log, rule).await;
+    }
+
+    /// Records the refusal on the log entry and renders the response.
+    fn refusal(
+        &self,
+        policy: &Policy,
+        err: &ProxyError,
+        log: &mut Entry,
+        rule: Option<&str>,
+    ) -> Vec<u8> {
+        let tokens = policy.tokens_in_use();
+        let r = &mut log.record;
+        r.decision = err.decision();
+        r.reason = Some(err.reason());
+        r.status = Some(err.status(tokens));
+        let authority = match (&r.host, r.port) {
+            (Some(h), Some(p)) if h.contains(':') => Some(format!("[{h}]:{p}")),
+            (Some(h), Some(p)) => Some(format!("{h}:{p}")),
+            _ => None,
+        };
+        let cx = Context {
+            agent: r.agent.as_deref(),
+            authority: authority.as_deref(),
+            rule,
+            peer: self.peer.ip(),
+            head_limit: policy.config.limits.head_size,
+        };
+        tracing::debug!(peer = %self.peer, "refused: {err}");
+        err.response(&cx, tokens)
+    }
+
+    /// Half-closes and drains what the client is still sending, briefly.
+    async fn linger(&mut self) {
+        let _ = self.stream.flush().await;
+        let _ = self.stream.shutdown().await;
+        let mut scratch = [0u8; 4096];
+        let mut drained = 0;
+        let until = Instant::now() + LINGER;
+        while drained < LINGER_BYTES {
+            match tokio::time::timeout_at(until, self.stream.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! CONNECT tunnels: relay bytes both ways until both sides have closed, or
+//! until nothing has moved for `idle_timeout`, keeping half-close (one side
+//! may finish sending and still receive).
+//!
+//! Before the first client byte reaches the upstream, the SNI gate reads the
+//! client's opening bytes and, if they are a TLS ClientHello, requires its
+//! SNI to be the CONNECT host: otherwise an agent allowed to reach
+//! `api.example.com` could CONNECT there and ask for `evil.example` on a
+//! shared front (domain fronting). The upstream-to-client direction runs
+//! from the start, so server-first protocols are not held up by the gate.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::host::{Host, Name};
+
+use super::sni::{self, Peek};
+
+/// Relay buffer per direction. 16 KiB holds a full TLS record, so a
+/// record is usually moved with one read and one write.
+const BUF_SIZE: usize = 16 * 1024;
+
+/// What the tunnel checks and how long it may idle.
+#[derive(Debug, Clone)]
+pub struct Options<'a> {
+    pub idle_timeout: Duration,
+    /// The CONNECT host to hold the ClientHello's SNI to (None for IP literals).
+    pub sni_host: Option<&'a Name>,
+    /// Refuse first bytes that are not a ClientHello carrying SNI.
+    pub require_sni: bool,
+}
+
+/// How a tunnel ended.
+#[derive(Debug)]
+pub enum End {
+    /// Both directions closed normally.
+    Closed,
+    /// Nothing moved for `idle_timeout`.
+    Idle,
+    /// The SNI gate refused the tunnel (log reason `sni_mismatch` or `sni_missing`).
+    Refused(&'static str),
+    /// A read or write failed (a reset, usually).
+    Error(io::Error),
+}
+
+/// A finished tunnel: byte counts and what the SNI gate saw.
+#[derive(Debug)]
+pub struct Outcome {
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub sni: Option<String>,
+    pub end: End,
+}
+
+/// Relays between `client` and `upstream`. `pending` holds client bytes
+/// already read past the CONNECT head; they go through the gate too.
+pub async fn tunnel<C>(
+    client: &mut C,
+    pending: BytesMut,
+    mut upstream: TcpStream,
+    opts: &Options<'_>,
+) -> Outcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let activity = Activity::new();
+    let up = AtomicU64::new(0);
+    let down = AtomicU64::new(0);
+    let mut sni: Option<String> = None;
+    let (mut cr, mut cw) = tokio::io::split(client);
+    let (mut ur, mut uw) = upstream.split();
+
+    let end = {
+        let upward = async {
+            let (first, seen) = gate(&mut cr, pending, opts, &activity).await?;
+            sni = seen;
+            uw.write_all(&first).await.map_err(End::Error)?;
+            up.fetch_add(first.len() as u64, Ordering::Relaxed);
+            pump(&mut cr, &mut uw, &up, &activity).await
+        };
+        let downward = pump(&mut ur, &mut cw, &down, &activity);
+        let both = async { tokio::try_join!(upward, downward).map(|_| ()) };
+        tokio::pin!(both);
+        loop {
+            tokio::select! {
+                res = &mut both => break res.err().unwrap_or(End::Closed),
+                () = tokio::time::sleep_until(activity.deadline(opts.idle_timeout)) => {
+                    if activity.idle_for() >= opts.idle_timeout {
+                        break End::Idle;
+                    }
+                }
+            }
+        }
+    };
+    Outcome {
+        bytes_up: up.load(Ordering::Relaxed),
+        bytes_down: down.load(Ordering::Relaxed),
+        sni,
+        end,
+    }
+}
+
+/// Reads the client's opening bytes until the ClientHello can be judged.
+/// Returns the bytes to forward and the SNI as sent.
+async fn gate<R: AsyncRead + Unpin>(
+    r: &mut R,
+    mut pending: BytesMut,
+    opts: &Options<'_>,
+    activity: &Activity,
+) -> Result<(BytesMut, Option<String>), End> {
+    let Some(expected) = opts.sni_host else {
+        return Ok((pending, None));
+    };
+    loop {
+        let verdict = match sni::parse(&pending) {
+            Peek::NeedMore => None,
+            Peek::NotTls if opts.require_sni => Some(Err(End::Refused("sni_missing"))),
+            Peek::NotTls => Some(Ok(None)),
+            Peek::ClientHello { sni: None } if opts.require_sni => {
+                Some(Err(End::Refused("sni_missing")))
+            }
+            Peek::ClientHello { sni: None } => Some(Ok(None)),
+            Peek::ClientHello { sni: Some(s) } => {
+                let same = matches!(Host::parse(&s), Ok(Host::Name(n)) if &n == expected);
+                Some(if same {
+                    Ok(Some(s))
+                } else {
+                    Err(End::Refused("sni_mismatch"))
+                })
+            }
+            // A hello we cannot read might be read differently by the
+            // upstream: never let it through.
+            Peek::Malformed(why) => {
+                tracing::debug!("unreadable ClientHello: {why}");
+                Some(Err(End::Refused("sni_mismatch")))
+            }
+        };
+        match verdict {
+            Some(Ok(seen)) => return Ok((pending, seen)),
+            Some(Err(end)) => return Err(end),
+            None => {}
+        }
+        pending.reserve(4096);
+        let n = r.read_buf(&mut pending).await.map_err(End::Error)?;
+        if n == 0 {
+            // Closed before the hello was complete: nothing to forward that
+            // the gate has approved.
+            return if opts.require_sni || !pending.is_empty() {
+                Err(End::Refused("sni_missing"))
+            } else {
+                Err(End::Closed)
+            };
+        }
+        activity.touch();
+    }
+}
+
+/// Copies `r` to `w` until EOF, then half-closes `w`.
+async fn pump<R, W>(r: &mut R, w: &mut W, count: &AtomicU64, activity: &Activity) -> Result<(), End>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUF_SIZE];
+    loop {
+        let n = r.read(&mut buf).await.map_err(End::Error)?;
+        if n == 0 {
+            // The peer may already be gone; its absence is not an error here.
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+        activity.touch();
+        w.write_all(&buf[..n]).await.map_err(End::Error)?;
+        count.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Last time any byte moved, as milliseconds since the tunnel started.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.start
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+
+    fn deadline(&self, idle: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    }
+}

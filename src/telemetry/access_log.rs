@@ -1,0 +1,256 @@
+//! The access log: one JSON line per request or tunnel (SPEC "Access log").
+//!
+//! A request fills in a [`Record`] as it goes; [`Entry::finish`] serialises
+//! it on the request's own task and hands the line to a single writer task
+//! over a bounded channel. The writer batches lines and flushes whenever the
+//! channel runs dry, so the request path never waits for disk. When the
+//! writer falls behind, the sending request waits for room (the line is
+//! never dropped) and `sluice_log_backpressure_total` counts it. If an
+//! [`Entry`] is dropped without being finished (its task was cancelled), it
+//! is written from `Drop` as a safety net.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::metrics::{Metrics, NO_AGENT};
+
+/// Lines buffered between request tasks and the writer. At ~400 bytes a
+/// line this is ~25 MiB at most, and seconds of headroom at any rate a
+/// single replica can serve.
+const CHANNEL_LINES: usize = 65_536;
+
+/// One access-log line. Fields are absent when not applicable, never
+/// invented; `agent` and `reason` are always present (null when none).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Record {
+    pub ts: String,
+    pub id: String,
+    pub agent: Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<&'static str>,
+    pub src: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    pub decision: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Arc<str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    pub reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ips: Option<Vec<IpAddr>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_up: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_down: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<f64>,
+    pub duration_ms: f64,
+}
+
+/// Where lines go: the sending half of the writer's channel. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    tx: mpsc::Sender<Vec<u8>>,
+    metrics: Metrics,
+}
+
+/// The writer task's handle: await it after every [`Sink`] is dropped to
+/// know that every line is on disk.
+pub type Writer = tokio::task::JoinHandle<()>;
+
+/// Opens the log (`None`: standard output) and starts the writer task.
+/// `tap` receives a copy of every line (tests use it to wait for lines).
+pub async fn open(
+    path: Option<&Path>,
+    metrics: Metrics,
+    tap: Option<mpsc::UnboundedSender<String>>,
+) -> std::io::Result<(Sink, Writer)> {
+    let out: Box<dyn AsyncWrite + Send + Unpin> = match path {
+        Some(p) => Box::new(
+            tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .await?,
+        ),
+        None => Box::new(tokio::io::stdout()),
+    };
+    let (tx, rx) = mpsc::channel(CHANNEL_LINES);
+    let writer = tokio::spawn(write_lines(rx, out, tap));
+    Ok((Sink { tx, metrics }, writer))
+}
+
+async fn write_lines(
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    out: Box<dyn AsyncWrite + Send + Unpin>,
+    tap: Option<mpsc::UnboundedSender<String>>,
+) {
+    let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut failed = false;
+    while let Some(line) = rx.recv().await {
+        let mut next = Some(line);
+        // Drain whatever is queued before flushing: one write(2) per batch.
+        while let Some(line) = next {
+            if let Err(e) = out.write_all(&line).await {
+                if !failed {
+                    eprintln!("sluice: access log write failed: {e}");
+                    failed = true;
+                }
+            }
+            if let Some(tap) = &tap {
+                let _ = tap.send(String::from_utf8_lossy(&line).trim_end().to_owned());
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(e) = out.flush().await {
+            if !failed {
+                eprintln!("sluice: access log flush failed: {e}");
+                failed = true;
+            }
+        }
+    }
+    let _ = out.flush().await;
+}
+
+impl Sink {
+    /// Queues one serialised line, waiting for room if the writer is behind.
+    async fn send(&self, line: Vec<u8>) {
+        match self.tx.try_send(line) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(line)) => {
+                self.metrics.log_backpressure.inc();
+                if self.tx.send(line).await.is_err() {
+                    eprintln!("sluice: access log writer has stopped; a line was lost");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                eprintln!("sluice: access log writer has stopped; a line was lost");
+            }
+        }
+    }
+}
+
+/// A request's record in progress. Created when a request starts; written
+/// once by [`Entry::finish`] (or by `Drop` if the task is cancelled).
+#[derive(Debug)]
+pub struct Entry {
+    pub record: Record,
+    started: Instant,
+    sink: Option<Sink>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// A per-process random prefix, so ids from different replicas and restarts
+/// do not collide.
+fn id_prefix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PREFIX.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    })
+}
+
+impl Entry {
+    /// Starts a record for a request from `src`.
+    pub fn new(sink: &Sink, src: SocketAddr) -> Entry {
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Entry {
+            record: Record {
+                id: format!("{:016x}{:08x}", id_prefix(), n),
+                src: src.to_string(),
+                decision: "deny",
+                ..Record::default()
+            },
+            started: Instant::now(),
+            sink: Some(sink.clone()),
+        }
+    }
+
+    /// Time since the request started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Writes the line and counts it in `sluice_requests_total` and
+    /// `sluice_bytes_total`.
+    pub async fn finish(mut self) {
+        if let Some((sink, line)) = self.seal() {
+            sink.send(line).await;
+        }
+    }
+
+    /// Fills in the timestamp and duration, updates the metrics and
+    /// serialises the record. `None` if already written.
+    fn seal(&mut self) -> Option<(Sink, Vec<u8>)> {
+        let sink = self.sink.take()?;
+        let r = &mut self.record;
+        r.ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        r.duration_ms = ms(self.started.elapsed());
+        let agent = r.agent.as_deref().unwrap_or(NO_AGENT);
+        let m = &sink.metrics;
+        m.requests
+            .with_label_values(&[agent, r.decision, r.reason.unwrap_or("none")])
+            .inc();
+        if let Some(up) = r.bytes_up.filter(|b| *b > 0) {
+            m.bytes.with_label_values(&[agent, "up"]).inc_by(up);
+        }
+        if let Some(down) = r.bytes_down.filter(|b| *b > 0) {
+            m.bytes.with_label_values(&[agent, "down"]).inc_by(down);
+        }
+        let mut line = match serde_json::to_vec(r) {
+            Ok(line) => line,
+            Err(e) => {
+                format!("{{\"error\":\"access log serialisation failed: {e}\"}}").into_bytes()
+            }
+        };
+        line.push(b'\n');
+        Some((sink, line))
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Some((sink, line)) = self.seal() {
+            // Cannot await here: hand the line over without waiting, or to a
+            // task that waits for room.
+            if let Err(mpsc::error::TrySendError::Full(line)) = sink.tx.try_send(line) {
+                sink.metrics.log_backpressure.inc();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move { sink.send(line).await });
+                }
+            }
+        }
+    }
+}
+
+/// Milliseconds with microsecond precision, as the log writes them.
+pub fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
