@@ -1,0 +1,3 @@
+//! Fixtures for the integration tests: loopback servers the tests script and inspect.
+
+pub mod dns;
