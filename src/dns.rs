@@ -100,7 +100,8 @@ impl Resolver {
             TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
         let opts = builder.options_mut();
         opts.timeout = cfg.timeout;
-        opts.attempts = 1;
+        // `attempts` counts retries: none, so `dns.timeout` bounds the whole lookup.
+        opts.attempts = 0;
         opts.ndots = 0;
         opts.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         opts.cache_size = CACHE_SIZE;
