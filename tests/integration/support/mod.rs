@@ -1,3 +1,7 @@
-//! Fixtures for the integration tests: loopback servers the tests script and inspect.
+//! Fixtures for the integration tests: loopback servers the tests script and
+//! inspect, and sluice itself in-process.
+#![allow(dead_code, reason = "each test module uses a different subset of the fixtures")]
 
 pub mod dns;
+pub mod net;
+pub mod proxy;

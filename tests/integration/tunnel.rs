@@ -1,0 +1,176 @@
+//! CONNECT tunnels end to end: allowed, relayed both ways, logged exactly;
+//! the DNS-rebinding defence; half-close and idle timeout.
+
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::dns::dns;
+use crate::support::net::{self, Origin, Sentinel};
+use crate::support::proxy::proxy;
+
+/// Source address of the test agent "ci".
+const CI: [u8; 4] = [127, 0, 0, 11];
+
+fn agent(allow: &str) -> String {
+    format!(
+        "[egress]\nallow_cidrs = [\"127.0.0.1/32\"]\n\
+         [[agent]]\nname = \"ci\"\nsources = [\"127.0.0.11\"]\nallow = [{allow}]\n"
+    )
+}
+
+#[tokio::test]
+async fn allowed_tunnel_relays_and_logs_one_exact_line() {
+    let origin = Origin::start([127, 0, 0, 1]).await;
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let rule = format!("\"api.example.com:{}\"", origin.port());
+    let mut p = proxy(&agent(&rule)).dns(&dns).run().await;
+
+    let target = format!("api.example.com:{}", origin.port());
+    let (mut s, rsp) = net::connect(CI, p.addr, &target, "").await;
+    assert_eq!(rsp.status, 200);
+    let request = "GET /x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n";
+    let reply = net::exchange(&mut s, request).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.starts_with("GET /x HTTP/1.1\r\n"), "{}", reply.body);
+    drop(s);
+
+    let log = p.next_log().await;
+    let o = log.as_object().unwrap();
+    let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut want = [
+            "ts", "id", "agent", "identity", "src", "method", "host", "port", "decision", "rule", "mode", "reason",
+            "status", "ips", "ip", "bytes_up", "bytes_down", "dns_ms", "connect_ms", "duration_ms",
+    ];
+    want.sort_unstable();
+    assert_eq!(keys, want);
+    assert_eq!(log["agent"], "ci");
+    assert_eq!(log["identity"], "source");
+    assert!(log["src"].as_str().unwrap().starts_with("127.0.0.11:"));
+    assert_eq!(log["method"], "CONNECT");
+    assert_eq!(log["host"], "api.example.com");
+    assert_eq!(log["port"], origin.port());
+    assert_eq!(log["decision"], "allow");
+    assert_eq!(log["rule"], format!("api.example.com:{}", origin.port()));
+    assert_eq!(log["mode"], "enforce");
+    assert!(log["reason"].is_null());
+    assert_eq!(log["status"], 200);
+    assert_eq!(log["ips"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(log["ip"], "127.0.0.1");
+    assert_eq!(log["bytes_up"], request.len());
+    assert_eq!(log["bytes_down"].as_u64().unwrap() as usize, reply_len(&reply));
+    assert!(log["ts"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        p.metric("sluice_requests_total{agent=\"ci\",decision=\"allow\",reason=\"none\"}").await,
+        1.0
+    );
+    assert_eq!(p.metric("sluice_bytes_total{agent=\"ci\",direction=\"up\"}").await, request.len() as f64);
+    p.shutdown().await;
+}
+
+fn reply_len(r: &net::Response) -> usize {
+    let head: usize = r.headers.iter().map(|(n, v)| n.len() + 2 + v.len() + 2).sum();
+    "HTTP/1.1 200 OK\r\n".len() + head + 2 + r.body.len()
+}
+
+/// A rebinding attacker answers with a public-looking (allowed) address
+/// first and a forbidden one next, TTL 0. sluice dials only what it vetted
+/// for that request; the forbidden address is never dialled.
+#[tokio::test]
+async fn dns_rebinding_never_reaches_the_forbidden_address() {
+    let origin = Origin::start([127, 0, 0, 1]).await;
+    // The "internal" service on a forbidden stand-in, same port.
+    let internal = Sentinel::start_on(SocketAddr::from(([127, 0, 0, 2], origin.port()))).await;
+    let dns = dns()
+        .rotating(
+            "rebind.example.com",
+            vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2])],
+        )
+        .run()
+        .await;
+    let mut p = proxy(&agent(&format!("\"rebind.example.com:{}\"", origin.port())))
+        .dns(&dns)
+        .run()
+        .await;
+    let target = format!("rebind.example.com:{}", origin.port());
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (s, rsp) = net::connect(CI, p.addr, &target, "").await;
+        drop(s); // the tunnel's line is written when it ends
+        statuses.push(rsp.status);
+        let log = p.next_log().await;
+        match rsp.status {
+            200 => assert_eq!(log["ip"], "127.0.0.1"),
+            403 => {
+                assert_eq!(rsp.header("proxy-status"), Some("sluice; error=destination_ip_prohibited"));
+                assert_eq!(log["reason"], "destination_ip_prohibited");
+                assert!(log.get("ip").is_none(), "{log}");
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert!(statuses.contains(&200) && statuses.contains(&403), "{statuses:?}");
+    assert!(dns.queries("rebind.example.com") >= 6);
+    assert_eq!(internal.connections(), 0, "the forbidden address was dialled");
+    p.shutdown().await;
+}
+
+/// The client finishes sending (half-close); the origin still answers after
+/// seeing EOF, and the answer reaches the client.
+#[tokio::test]
+async fn half_close_is_relayed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        s.write_all(format!("got {} bytes", got.len()).as_bytes()).await.unwrap();
+    });
+    let mut p = proxy(&agent("\"127.0.0.1/32\""))
+        .run()
+        .await;
+    // 127.0.0.1/32 without a port allows egress.ports only: widen them.
+    drop(p.shutdown().await);
+    let text = format!(
+        "[egress]\nports = [{port}]\nallow_cidrs = [\"127.0.0.1/32\"]\n\
+         [[agent]]\nname = \"ci\"\nsources = [\"127.0.0.11\"]\nallow = [\"127.0.0.1/32\"]\n"
+    );
+    p = proxy(&text).run().await;
+    let (mut s, rsp) = net::connect(CI, p.addr, &format!("127.0.0.1:{port}"), "").await;
+    assert_eq!(rsp.status, 200);
+    s.write_all(b"hello").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert_eq!(answer, "got 5 bytes");
+    let log = p.next_log().await;
+    assert_eq!((log["bytes_up"].as_u64(), log["bytes_down"].as_u64()), (Some(5), Some(11)));
+    assert!(log.get("ips").is_none(), "no lookup for an IP literal: {log}");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_tunnel_is_closed() {
+    let origin = Origin::start([127, 0, 0, 1]).await;
+    let text = format!(
+        "[egress]\nidle_timeout = \"200ms\"\nallow_cidrs = [\"127.0.0.1/32\"]\n\
+         [[agent]]\nname = \"ci\"\nsources = [\"127.0.0.11\"]\nallow = [\"127.0.0.1/32:{}\"]\n",
+        origin.port()
+    );
+    let mut p = proxy(&text).run().await;
+    let (mut s, rsp) = net::connect(CI, p.addr, &origin.addr.to_string(), "").await;
+    assert_eq!(rsp.status, 200);
+    let mut rest = Vec::new();
+    // Nothing is sent: sluice closes the tunnel by itself.
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("idle tunnel was not closed")
+        .unwrap();
+    assert_eq!(n, 0);
+    let log = p.next_log().await;
+    assert_eq!(log["decision"], "allow");
+    assert!(log["duration_ms"].as_f64().unwrap() >= 200.0);
+    p.shutdown().await;
+}
