@@ -109,18 +109,13 @@ impl Proxy {
 
     /// `GET /metrics` from the admin listener.
     pub async fn metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.admin);
-        reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        self.admin_get("/metrics").await.body
+    }
+
+    /// `GET path` on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> super::net::Response {
+        let mut s = tokio::net::TcpStream::connect(self.admin).await.unwrap();
+        super::net::exchange(&mut s, &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")).await
     }
 
     /// The value of one series (exact label set as Prometheus prints it), 0 if absent.
