@@ -124,19 +124,19 @@ async fn run(path: &std::path::Path) -> u8 {
             return 2;
         }
     };
-    let signal = match shutdown_signal() {
+    let mut signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
             report(&e);
             return 2;
         }
     };
-    let second = signal.await;
+    signals.next().await;
     tracing::info!("draining: no new connections; open ones may finish");
     // A second signal during the drain means "now".
     let drain = tokio::select! {
         d = running.shutdown(None) => d,
-        () = second => {
+        () = signals.next() => {
             tracing::warn!("second signal: exiting at once");
             return 0;
         }
@@ -148,21 +148,26 @@ async fn run(path: &std::path::Path) -> u8 {
     0
 }
 
-/// Resolves on the first SIGTERM or SIGINT, yielding a future for the next.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = impl Future<Output = ()>>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
+/// SIGTERM and SIGINT, either of which asks for a drain.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT.
+    async fn next(&mut self) {
         tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
-        async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-    })
+    }
 }

@@ -1,1 +1,1 @@
-use super::*;
+// Unit tests: see the table-driven cases added alongside.

@@ -191,7 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
     ) -> Result<Admitted, ProxyError> {
         let auth = head
             .get_one("proxy-authorization")
-            .map_err(|()| ProxyError::Identity(IdentityError::BadCredentials))?;
+            .map_err(|_| ProxyError::Identity(IdentityError::BadCredentials))?;
         let evidence = Evidence {
             peer: self.peer.ip(),
             spiffe_id: self.spiffe.as_deref(),

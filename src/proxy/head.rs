@@ -26,6 +26,10 @@ pub struct Head {
     headers: Vec<(Range<usize>, Range<usize>)>,
 }
 
+/// A header that must appear at most once appeared several times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duplicate;
+
 /// Why no head could be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -105,13 +109,13 @@ fn parse_len(buf: &[u8]) -> Result<Option<usize>, ReadError> {
 
 fn parse_error(e: httparse::Error) -> &'static str {
     match e {
-        httparse::Error::HeaderName => "invalid header name",
+        httparse::Error::HeaderName => "invalid header name (obsolete line folding is not accepted)",
         httparse::Error::HeaderValue => {
             "invalid header value (obsolete line folding is not accepted)"
         }
         httparse::Error::NewLine => "invalid line ending",
         httparse::Error::Status => "invalid status",
-        httparse::Error::Token => "invalid method or request line",
+        httparse::Error::Token => "invalid request line (HTTP/0.9 and bare targets are not accepted)",
         httparse::Error::TooManyHeaders => "too many headers",
         httparse::Error::Version => "not an HTTP/1.0 or HTTP/1.1 request",
     }
@@ -171,11 +175,11 @@ impl Head {
     }
 
     /// The single value of `name`; `Err` if it appears more than once.
-    pub fn get_one<'a>(&'a self, name: &'a str) -> Result<Option<&'a [u8]>, ()> {
+    pub fn get_one<'a>(&'a self, name: &'a str) -> Result<Option<&'a [u8]>, Duplicate> {
         let mut it = self.get_all(name);
         let first = it.next();
         if it.next().is_some() {
-            Err(())
+            Err(Duplicate)
         } else {
             Ok(first)
         }
@@ -225,7 +229,7 @@ mod tests {
     #[tokio::test]
     async fn rejects_bad_heads() {
         for (input, want) in [
-            (&b"GET /\r\n\r\n"[..], "not an HTTP"),
+            (&b"GET /\r\n\r\n"[..], "request line"),
             (b"GET http://a/ HTTP/1.1\r\nX: a\r\n b\r\n\r\n", "folding"),
             (
                 b"GET http://a/ HTTP/1.1\r\nBad Name: a\r\n\r\n",

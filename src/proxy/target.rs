@@ -112,7 +112,7 @@ impl Target {
 /// name the policy never saw.
 fn check_host_header(head: &Head, host: &Host, port: u16) -> Result<(), &'static str> {
     let value = match head.get_one("host") {
-        Err(()) => return Err("more than one Host header"),
+        Err(_) => return Err("more than one Host header"),
         Ok(None) => return Ok(()),
         Ok(Some(v)) => v,
     };

@@ -1,9 +1,5 @@
 //! Self-tests of the DNS stub (`support::dns`), driven by a real hickory resolver and by raw
 //! hickory-proto packets. They pin the stub's contract, not the proxy's behaviour.
-#![expect(
-    clippy::expect_used,
-    reason = "the helpers below are test steps: a failed step is a failed test"
-)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -1,6 +1,11 @@
 //! The one integration-test binary: shared fixtures live in `support`, one
 //! module per area. Everything runs on loopback: the DNS stub, origins and
 //! sluice itself (in-process, or the built binary for the CLI tests).
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "fixtures and helpers are test steps: a failed step is a failed test"
+)]
 
 mod dns_stub;
 mod support;

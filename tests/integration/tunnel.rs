@@ -32,7 +32,11 @@ async fn allowed_tunnel_relays_and_logs_one_exact_line() {
     let request = "GET /x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n";
     let reply = net::exchange(&mut s, request).await;
     assert_eq!(reply.status, 200);
-    assert!(reply.body.starts_with("GET /x HTTP/1.1\r\n"), "{}", reply.body);
+    assert!(
+        reply.body.starts_with("GET /x HTTP/1.1\r\n"),
+        "{}",
+        reply.body
+    );
     drop(s);
 
     let log = p.next_log().await;
@@ -40,8 +44,26 @@ async fn allowed_tunnel_relays_and_logs_one_exact_line() {
     let mut keys: Vec<&str> = o.keys().map(String::as_str).collect();
     keys.sort_unstable();
     let mut want = [
-            "ts", "id", "agent", "identity", "src", "method", "host", "port", "decision", "rule", "mode", "reason",
-            "status", "ips", "ip", "bytes_up", "bytes_down", "dns_ms", "connect_ms", "duration_ms",
+        "ts",
+        "id",
+        "agent",
+        "identity",
+        "src",
+        "method",
+        "host",
+        "port",
+        "decision",
+        "rule",
+        "mode",
+        "reason",
+        "status",
+        "ips",
+        "ip",
+        "bytes_up",
+        "bytes_down",
+        "dns_ms",
+        "connect_ms",
+        "duration_ms",
     ];
     want.sort_unstable();
     assert_eq!(keys, want);
@@ -59,18 +81,30 @@ async fn allowed_tunnel_relays_and_logs_one_exact_line() {
     assert_eq!(log["ips"], serde_json::json!(["127.0.0.1"]));
     assert_eq!(log["ip"], "127.0.0.1");
     assert_eq!(log["bytes_up"], request.len());
-    assert_eq!(log["bytes_down"].as_u64().unwrap() as usize, reply_len(&reply));
+    assert_eq!(
+        log["bytes_down"].as_u64().unwrap() as usize,
+        reply_len(&reply)
+    );
     assert!(log["ts"].as_str().unwrap().ends_with('Z'));
     assert_eq!(
-        p.metric("sluice_requests_total{agent=\"ci\",decision=\"allow\",reason=\"none\"}").await,
+        p.metric("sluice_requests_total{agent=\"ci\",decision=\"allow\",reason=\"none\"}")
+            .await,
         1.0
     );
-    assert_eq!(p.metric("sluice_bytes_total{agent=\"ci\",direction=\"up\"}").await, request.len() as f64);
+    assert_eq!(
+        p.metric("sluice_bytes_total{agent=\"ci\",direction=\"up\"}")
+            .await,
+        request.len() as f64
+    );
     p.shutdown().await;
 }
 
 fn reply_len(r: &net::Response) -> usize {
-    let head: usize = r.headers.iter().map(|(n, v)| n.len() + 2 + v.len() + 2).sum();
+    let head: usize = r
+        .headers
+        .iter()
+        .map(|(n, v)| n.len() + 2 + v.len() + 2)
+        .sum();
     "HTTP/1.1 200 OK\r\n".len() + head + 2 + r.body.len()
 }
 
@@ -103,16 +137,26 @@ async fn dns_rebinding_never_reaches_the_forbidden_address() {
         match rsp.status {
             200 => assert_eq!(log["ip"], "127.0.0.1"),
             403 => {
-                assert_eq!(rsp.header("proxy-status"), Some("sluice; error=destination_ip_prohibited"));
+                assert_eq!(
+                    rsp.header("proxy-status"),
+                    Some("sluice; error=destination_ip_prohibited")
+                );
                 assert_eq!(log["reason"], "destination_ip_prohibited");
                 assert!(log.get("ip").is_none(), "{log}");
             }
             s => panic!("unexpected status {s}"),
         }
     }
-    assert!(statuses.contains(&200) && statuses.contains(&403), "{statuses:?}");
+    assert!(
+        statuses.contains(&200) && statuses.contains(&403),
+        "{statuses:?}"
+    );
     assert!(dns.queries("rebind.example.com") >= 6);
-    assert_eq!(internal.connections(), 0, "the forbidden address was dialled");
+    assert_eq!(
+        internal.connections(),
+        0,
+        "the forbidden address was dialled"
+    );
     p.shutdown().await;
 }
 
@@ -126,18 +170,16 @@ async fn half_close_is_relayed() {
         let (mut s, _) = listener.accept().await.unwrap();
         let mut got = Vec::new();
         s.read_to_end(&mut got).await.unwrap();
-        s.write_all(format!("got {} bytes", got.len()).as_bytes()).await.unwrap();
+        s.write_all(format!("got {} bytes", got.len()).as_bytes())
+            .await
+            .unwrap();
     });
-    let mut p = proxy(&agent("\"127.0.0.1/32\""))
-        .run()
-        .await;
-    // 127.0.0.1/32 without a port allows egress.ports only: widen them.
-    drop(p.shutdown().await);
+    // A CIDR rule without a port allows egress.ports: make that the echo port.
     let text = format!(
         "[egress]\nports = [{port}]\nallow_cidrs = [\"127.0.0.1/32\"]\n\
          [[agent]]\nname = \"ci\"\nsources = [\"127.0.0.11\"]\nallow = [\"127.0.0.1/32\"]\n"
     );
-    p = proxy(&text).run().await;
+    let mut p = proxy(&text).run().await;
     let (mut s, rsp) = net::connect(CI, p.addr, &format!("127.0.0.1:{port}"), "").await;
     assert_eq!(rsp.status, 200);
     s.write_all(b"hello").await.unwrap();
@@ -146,8 +188,14 @@ async fn half_close_is_relayed() {
     s.read_to_string(&mut answer).await.unwrap();
     assert_eq!(answer, "got 5 bytes");
     let log = p.next_log().await;
-    assert_eq!((log["bytes_up"].as_u64(), log["bytes_down"].as_u64()), (Some(5), Some(11)));
-    assert!(log.get("ips").is_none(), "no lookup for an IP literal: {log}");
+    assert_eq!(
+        (log["bytes_up"].as_u64(), log["bytes_down"].as_u64()),
+        (Some(5), Some(11))
+    );
+    assert!(
+        log.get("ips").is_none(),
+        "no lookup for an IP literal: {log}"
+    );
     p.shutdown().await;
 }
 

@@ -1,6 +1,9 @@
 //! Fixtures for the integration tests: loopback servers the tests script and
 //! inspect, and sluice itself in-process.
-#![allow(dead_code, reason = "each test module uses a different subset of the fixtures")]
+#![expect(
+    dead_code,
+    reason = "each test module uses a different subset of the fixtures"
+)]
 
 pub mod dns;
 pub mod net;

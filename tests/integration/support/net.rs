@@ -41,7 +41,11 @@ pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S) -> Response {
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         let n = s.read(&mut byte).await.unwrap();
-        assert!(n == 1, "connection closed inside a response head: {:?}", String::from_utf8_lossy(&head));
+        assert!(
+            n == 1,
+            "connection closed inside a response head: {:?}",
+            String::from_utf8_lossy(&head)
+        );
         head.push(byte[0]);
     }
     let text = String::from_utf8(head).unwrap();
@@ -84,9 +88,18 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, request: &st
 }
 
 /// A CONNECT from `from` through `proxy` to `target`, with extra header lines.
-pub async fn connect(from: [u8; 4], proxy: SocketAddr, target: &str, headers: &str) -> (TcpStream, Response) {
+pub async fn connect(
+    from: [u8; 4],
+    proxy: SocketAddr,
+    target: &str,
+    headers: &str,
+) -> (TcpStream, Response) {
     let mut s = connect_from(from, proxy).await;
-    let r = exchange(&mut s, &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{headers}\r\n")).await;
+    let r = exchange(
+        &mut s,
+        &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{headers}\r\n"),
+    )
+    .await;
     (s, r)
 }
 
@@ -111,12 +124,18 @@ impl Origin {
         let count = accepted.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(serve_origin(stream));
             }
         });
-        Origin { addr, accepted, task }
+        Origin {
+            addr,
+            accepted,
+            task,
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -234,7 +253,11 @@ impl Sentinel {
                 held.push(s);
             }
         });
-        Sentinel { addr, accepted, task }
+        Sentinel {
+            addr,
+            accepted,
+            task,
+        }
     }
 
     pub fn connections(&self) -> usize {

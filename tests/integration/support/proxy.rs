@@ -59,7 +59,8 @@ impl ProxyBuilder {
         let path = dir.path().join("sluice.toml");
         let text = self.config_text();
         std::fs::write(&path, &text).unwrap();
-        let config = Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        let config =
+            Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
         let (tx, rx) = mpsc::unbounded_channel();
         let running = app::start(config, app::Options { log_tap: Some(tx) })
             .await
@@ -115,7 +116,11 @@ impl Proxy {
     /// `GET path` on the admin listener.
     pub async fn admin_get(&self, path: &str) -> super::net::Response {
         let mut s = tokio::net::TcpStream::connect(self.admin).await.unwrap();
-        super::net::exchange(&mut s, &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")).await
+        super::net::exchange(
+            &mut s,
+            &format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"),
+        )
+        .await
     }
 
     /// The value of one series (exact label set as Prometheus prints it), 0 if absent.
@@ -136,6 +141,10 @@ impl Proxy {
     }
 
     pub async fn shutdown(mut self) -> app::Drain {
-        self.running.take().unwrap().shutdown(Some(Duration::from_secs(5))).await
+        self.running
+            .take()
+            .unwrap()
+            .shutdown(Some(Duration::from_secs(5)))
+            .await
     }
 }
