@@ -30,7 +30,7 @@ pub fn reload(state: &State, path: &Path) -> Result<(), ConfigError> {
         Ok(config) => {
             warn_restart_needed(&old.config, &config);
             let agents = config.agents.len();
-            state.set_policy(Arc::new(Policy::new(Arc::new(config))));
+            state.set_policy(Arc::new(Policy::new(Arc::new(config)).inherit(&old)));
             m.reloads.with_label_values(&["success"]).inc();
             m.last_reload_success.set(
                 SystemTime::now()

@@ -9,6 +9,7 @@ pub mod rules;
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use crate::config::{AgentConfig, Config, Mode};
@@ -40,6 +41,31 @@ pub struct AgentPolicy {
     deny: RuleIndex,
     allow_text: Vec<Arc<str>>,
     deny_text: Vec<Arc<str>>,
+    /// Client connections attributed to this agent now. Shared with the
+    /// policy this one replaced (same agent name), so a reload neither
+    /// resets nor double-counts the limit.
+    active: Arc<AtomicUsize>,
+}
+
+/// One connection counted against its agent's
+/// `limits.max_connections_per_agent`; released on drop.
+#[derive(Debug)]
+pub struct AgentSlot {
+    agent: Arc<str>,
+    active: Arc<AtomicUsize>,
+}
+
+impl AgentSlot {
+    /// The agent it counts against.
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+}
+
+impl Drop for AgentSlot {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why the rules or the address checks refuse a destination.
@@ -161,6 +187,39 @@ impl Policy {
         addrs::check(ip, &self.config.egress.allow_cidrs).is_ok()
     }
 
+    /// Takes one of the agent's connection slots, unless it already holds
+    /// `limits.max_connections_per_agent`.
+    pub fn acquire(&self, agent: AgentId) -> Option<AgentSlot> {
+        let a = &self.agents[agent];
+        let max = self.config.limits.max_connections_per_agent;
+        let mut n = a.active.load(Ordering::Relaxed);
+        loop {
+            if n >= max {
+                return None;
+            }
+            match a.active.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    return Some(AgentSlot {
+                        agent: a.name.clone(),
+                        active: a.active.clone(),
+                    });
+                }
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Carries the per-agent connection counts over from the policy this
+    /// one replaces, matching agents by name.
+    pub fn inherit(mut self, old: &Policy) -> Policy {
+        for a in &mut self.agents {
+            if let Some(prev) = old.agents.iter().find(|p| p.name == a.name) {
+                a.active = prev.active.clone();
+            }
+        }
+        self
+    }
+
     /// Whether any agent authenticates by token (then the unidentified get 407).
     pub fn tokens_in_use(&self) -> bool {
         self.identities.tokens_in_use()
@@ -179,6 +238,7 @@ impl AgentPolicy {
             deny,
             allow_text: a.allow.iter().map(|r| Arc::from(r.text.as_str())).collect(),
             deny_text: a.deny.iter().map(|r| Arc::from(r.text.as_str())).collect(),
+            active: Arc::new(AtomicUsize::new(0)),
         }
     }
 }

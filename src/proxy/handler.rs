@@ -15,7 +15,7 @@ use tokio::time::{Duration, Instant};
 
 use crate::host::Host;
 use crate::identity::{Evidence, IdentityError};
-use crate::policy::{Policy, Verdict};
+use crate::policy::{AgentSlot, Policy, Verdict};
 use crate::telemetry::access_log::{Entry, ms};
 
 use super::error::{Context, ProxyError};
@@ -39,6 +39,8 @@ pub struct Conn<S> {
     spiffe: Option<String>,
     /// The upstream connection of the previous forwarded request, if reusable.
     pool: Option<Pooled>,
+    /// This connection's place in its agent's connection limit.
+    slot: Option<AgentSlot>,
     /// Turns true when sluice drains: finish the request in hand, take no more.
     stop: watch::Receiver<bool>,
 }
@@ -75,6 +77,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             buf: BytesMut::new(),
             spiffe,
             pool: None,
+            slot: None,
             stop,
         }
     }
@@ -184,7 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
 
     /// identify → parse → decide → resolve → vet, recording each step.
     async fn admit(
-        &self,
+        &mut self,
         policy: &Policy,
         head: &Head,
         log: &mut Entry,
@@ -205,6 +208,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         log.record.agent = Some(agent.name.clone());
         log.record.identity = Some(who.method.as_str());
         log.record.mode = Some(agent.mode.as_str());
+        // The connection counts against the agent its requests come from;
+        // a token can make a later request another agent's.
+        if self.slot.as_ref().is_none_or(|s| s.agent() != &*agent.name) {
+            self.slot = None;
+            self.slot = Some(policy.acquire(who.agent).ok_or(ProxyError::ConnectionLimit)?);
+        }
 
         let target = Target::parse(head).map_err(ProxyError::Malformed)?;
         self.record_target(policy, &target, log);

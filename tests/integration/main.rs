@@ -9,4 +9,5 @@
 
 mod dns_stub;
 mod support;
+mod sni;
 mod tunnel;

@@ -8,3 +8,4 @@
 pub mod dns;
 pub mod net;
 pub mod proxy;
+pub mod tls_origin;

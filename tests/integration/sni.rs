@@ -1,0 +1,114 @@
+//! The SNI gate on CONNECT tunnels: a real TLS client through the tunnel to
+//! a real TLS origin. A ClientHello must name the CONNECT host; a mismatch
+//! closes the tunnel before any byte reaches the origin.
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::dns::dns;
+use crate::support::net;
+use crate::support::proxy::proxy;
+use crate::support::tls_origin::{TlsOrigin, Trickle};
+
+const CI: [u8; 4] = [127, 0, 0, 11];
+
+fn config(port: u16, extra: &str) -> String {
+    format!(
+        "[egress]\nallow_cidrs = [\"127.0.0.1/32\"]\n{extra}\n\
+         [[agent]]\nname = \"ci\"\nsources = [\"127.0.0.11\"]\n\
+         allow = [\"api.example.com:{port}\", \"evil.example.com:{port}\"]\n"
+    )
+}
+
+#[tokio::test]
+async fn matching_sni_completes_a_real_tls_exchange() {
+    let origin = TlsOrigin::start(&["api.example.com"]).await;
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let mut p = proxy(&config(origin.port(), "")).dns(&dns).run().await;
+    let (tcp, rsp) = net::connect(CI, p.addr, &format!("api.example.com:{}", origin.port()), "").await;
+    assert_eq!(rsp.status, 200);
+    let name = ServerName::try_from("api.example.com").unwrap();
+    let mut tls = origin.connector().connect(name, tcp).await.unwrap();
+    tls.write_all(b"ping").await.unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert_eq!(answer, "hello over tls");
+    drop(tls);
+    let log = p.next_log().await;
+    assert_eq!(log["sni"], "api.example.com");
+    assert_eq!(log["decision"], "allow");
+    assert!(log["reason"].is_null());
+    p.shutdown().await;
+}
+
+/// Domain fronting: CONNECT to an allowed host, then ask the TLS server for
+/// another name.
+#[tokio::test]
+async fn mismatched_sni_never_reaches_the_origin() {
+    let origin = TlsOrigin::start(&["api.example.com", "other.example.com"]).await;
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let mut p = proxy(&config(origin.port(), "")).dns(&dns).run().await;
+    let (tcp, rsp) = net::connect(CI, p.addr, &format!("api.example.com:{}", origin.port()), "").await;
+    assert_eq!(rsp.status, 200);
+    let name = ServerName::try_from("other.example.com").unwrap();
+    assert!(origin.connector().connect(name, tcp).await.is_err(), "handshake must fail");
+    let log = p.next_log().await;
+    assert_eq!(log["decision"], "deny");
+    assert_eq!(log["reason"], "sni_mismatch");
+    assert_eq!(log["bytes_up"], 0);
+    assert_eq!(origin.received(), 0, "bytes reached the origin");
+    assert_eq!(origin.handshakes(), 0);
+    assert_eq!(
+        p.metric("sluice_requests_total{agent=\"ci\",decision=\"deny\",reason=\"sni_mismatch\"}").await,
+        1.0
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_hello_one_byte_at_a_time_is_reassembled() {
+    let origin = TlsOrigin::start(&["api.example.com"]).await;
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let mut p = proxy(&config(origin.port(), "")).dns(&dns).run().await;
+    let (tcp, rsp) = net::connect(CI, p.addr, &format!("api.example.com:{}", origin.port()), "").await;
+    assert_eq!(rsp.status, 200);
+    tcp.set_nodelay(true).unwrap();
+    let name = ServerName::try_from("api.example.com").unwrap();
+    let mut tls = origin.connector().connect(name, Trickle(tcp)).await.unwrap();
+    tls.write_all(b"ping").await.unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert_eq!(answer, "hello over tls");
+    drop(tls);
+    assert_eq!(p.next_log().await["sni"], "api.example.com");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn non_tls_first_bytes_pass_unless_sni_is_required() {
+    let origin = crate::support::net::Origin::start([127, 0, 0, 1]).await;
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let target = format!("api.example.com:{}", origin.port());
+    let request = "GET / HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n";
+
+    let mut p = proxy(&config(origin.port(), "")).dns(&dns).run().await;
+    let (mut s, _) = net::connect(CI, p.addr, &target, "").await;
+    assert_eq!(net::exchange(&mut s, request).await.status, 200);
+    drop(s);
+    assert!(p.next_log().await.get("sni").is_none());
+    p.shutdown().await;
+
+    let mut p = proxy(&config(origin.port(), "require_sni = true")).dns(&dns).run().await;
+    let before = origin.connections();
+    let (mut s, _) = net::connect(CI, p.addr, &target, "").await;
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "nothing may come back: {:?}", String::from_utf8_lossy(&rest));
+    let log = p.next_log().await;
+    assert_eq!(log["reason"], "sni_missing");
+    assert_eq!(log["bytes_up"], 0);
+    // The origin was dialled (so connect errors can still be reported) but received nothing.
+    assert!(origin.connections() <= before + 1);
+    p.shutdown().await;
+}
