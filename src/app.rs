@@ -106,13 +106,14 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
             state.clone(),
             tracker.clone(),
             stop_rx.clone(),
-            kill_rx,
+            kill_rx.clone(),
         )),
+        // The admin listener outlives the drain, so /readyz can say 503 during it.
         tokio::spawn(crate::admin::serve(
             admin_listener,
             metrics,
             ready.clone(),
-            stop_rx.clone(),
+            kill_rx,
         )),
         tokio::spawn(crate::reload::watch(
             state.clone(),
