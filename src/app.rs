@@ -46,6 +46,8 @@ pub enum AppError {
 pub struct Options {
     /// Receives a copy of every access-log line.
     pub log_tap: Option<mpsc::UnboundedSender<String>>,
+    /// Write access-log lines only to `log_tap`, not to `log.path`/stdout.
+    pub log_tap_only: bool,
 }
 
 /// A running sluice.
@@ -85,7 +87,12 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
     let proxy_addr = local_addr(&proxy_listener, config.proxy.listen);
     let admin_addr = local_addr(&admin_listener, config.admin.listen);
 
-    let (log, writer) = access_log::open(config.log.path.as_deref(), metrics.clone(), opts.log_tap)
+    let output = match (&config.log.path, opts.log_tap_only) {
+        (_, true) => access_log::Output::TapOnly,
+        (Some(p), false) => access_log::Output::File(p),
+        (None, false) => access_log::Output::Stdout,
+    };
+    let (log, writer) = access_log::open(output, metrics.clone(), opts.log_tap)
         .await
         .map_err(|source| AppError::Log {
             path: config.log.path.clone().unwrap_or_else(|| "stdout".into()),

@@ -24,6 +24,10 @@ use crate::policy::rules::{self, RuleSpec};
 pub struct Config {
     /// The file it came from (for messages and relative paths).
     pub path: PathBuf,
+    /// SHA-256 of the text it was parsed from: the reloader compares the
+    /// file on disk against it, so a change made before the watcher's
+    /// first look is not missed.
+    pub digest: [u8; 32],
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub dns: DnsConfig,
@@ -660,6 +664,10 @@ impl Cx<'_> {
 
         Ok(Config {
             path: self.path.to_owned(),
+            digest: sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+                self.text,
+            ))
+            .into(),
             proxy: ProxyConfig {
                 listen: proxy.listen,
                 tls_listen: proxy.tls_listen.map(Spanned::into_inner),

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
@@ -83,7 +84,9 @@ pub async fn watch(state: Arc<State>, path: PathBuf, mut stop: watch::Receiver<b
             None
         }
     };
-    let mut seen = Fingerprint::of(&path).await;
+    // None: compare contents on the first tick (the file may have changed
+    // between the initial load and now).
+    let mut seen: Option<Meta> = None;
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -91,48 +94,36 @@ pub async fn watch(state: Arc<State>, path: PathBuf, mut stop: watch::Receiver<b
             () = proxy::stopped(&mut stop) => return,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 tracing::info!("SIGHUP: reloading {}", path.display());
-                seen = Fingerprint::of(&path).await;
+                seen = meta(&path).await;
                 let _ = reload(&state, &path);
             }
             _ = tick.tick() => {
-                if meta(&path).await == seen.meta {
+                let now = meta(&path).await;
+                if now.is_some() && now == seen {
                     continue;
                 }
-                let now = Fingerprint::of(&path).await;
-                if now != seen {
-                    let content_changed = now.content != seen.content;
-                    seen = now;
-                    if content_changed {
-                        tracing::info!("{} changed on disk: reloading", path.display());
-                        let _ = reload(&state, &path);
-                    }
+                seen = now;
+                // Metadata moved (a write, a symlink swap): reload only if
+                // the contents differ from what is in force.
+                let Ok(text) = tokio::fs::read(&path).await else { continue };
+                let digest: [u8; 32] = Sha256::digest(&text).into();
+                if digest != state.policy().config.digest {
+                    tracing::info!("{} changed on disk: reloading", path.display());
+                    let _ = reload(&state, &path);
                 }
             }
         }
     }
 }
 
-/// What identifies the file's current version: metadata first (cheap), and
-/// the contents, re-read only when the metadata moved.
-#[derive(Debug, PartialEq, Eq)]
-struct Fingerprint {
-    meta: Option<(u64, u64, u64, Option<SystemTime>)>,
-    content: Option<Vec<u8>>,
-}
+/// What identifies the file's current version cheaply: device, inode, size
+/// and mtime of what the path resolves to (through any symlinks).
+type Meta = (u64, u64, u64, Option<SystemTime>);
 
-async fn meta(path: &Path) -> Option<(u64, u64, u64, Option<SystemTime>)> {
+async fn meta(path: &Path) -> Option<Meta> {
     use std::os::unix::fs::MetadataExt;
     tokio::fs::metadata(path)
         .await
         .ok()
         .map(|m| (m.dev(), m.ino(), m.len(), m.modified().ok()))
-}
-
-impl Fingerprint {
-    async fn of(path: &Path) -> Fingerprint {
-        Fingerprint {
-            meta: meta(path).await,
-            content: tokio::fs::read(path).await.ok(),
-        }
-    }
 }

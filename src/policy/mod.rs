@@ -197,7 +197,10 @@ impl Policy {
             if n >= max {
                 return None;
             }
-            match a.active.compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            match a
+                .active
+                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => {
                     return Some(AgentSlot {
                         agent: a.name.clone(),

@@ -212,7 +212,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
         // a token can make a later request another agent's.
         if self.slot.as_ref().is_none_or(|s| s.agent() != &*agent.name) {
             self.slot = None;
-            self.slot = Some(policy.acquire(who.agent).ok_or(ProxyError::ConnectionLimit)?);
+            self.slot = Some(
+                policy
+                    .acquire(who.agent)
+                    .ok_or(ProxyError::ConnectionLimit)?,
+            );
         }
 
         let target = Target::parse(head).map_err(ProxyError::Malformed)?;

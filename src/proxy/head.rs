@@ -109,13 +109,17 @@ fn parse_len(buf: &[u8]) -> Result<Option<usize>, ReadError> {
 
 fn parse_error(e: httparse::Error) -> &'static str {
     match e {
-        httparse::Error::HeaderName => "invalid header name (obsolete line folding is not accepted)",
+        httparse::Error::HeaderName => {
+            "invalid header name (obsolete line folding is not accepted)"
+        }
         httparse::Error::HeaderValue => {
             "invalid header value (obsolete line folding is not accepted)"
         }
         httparse::Error::NewLine => "invalid line ending",
         httparse::Error::Status => "invalid status",
-        httparse::Error::Token => "invalid request line (HTTP/0.9 and bare targets are not accepted)",
+        httparse::Error::Token => {
+            "invalid request line (HTTP/0.9 and bare targets are not accepted)"
+        }
         httparse::Error::TooManyHeaders => "too many headers",
         httparse::Error::Version => "not an HTTP/1.0 or HTTP/1.1 request",
     }

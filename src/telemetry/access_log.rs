@@ -82,22 +82,32 @@ pub struct Sink {
 /// know that every line is on disk.
 pub type Writer = tokio::task::JoinHandle<()>;
 
-/// Opens the log (`None`: standard output) and starts the writer task.
-/// `tap` receives a copy of every line (tests use it to wait for lines).
+/// Where the writer puts lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output<'a> {
+    Stdout,
+    File(&'a Path),
+    /// Nowhere but the tap (in-process tests).
+    TapOnly,
+}
+
+/// Opens the log and starts the writer task. `tap` receives a copy of
+/// every line (tests use it to wait for lines).
 pub async fn open(
-    path: Option<&Path>,
+    output: Output<'_>,
     metrics: Metrics,
     tap: Option<mpsc::UnboundedSender<String>>,
 ) -> std::io::Result<(Sink, Writer)> {
-    let out: Box<dyn AsyncWrite + Send + Unpin> = match path {
-        Some(p) => Box::new(
+    let out: Box<dyn AsyncWrite + Send + Unpin> = match output {
+        Output::TapOnly => Box::new(tokio::io::sink()),
+        Output::File(p) => Box::new(
             tokio::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(p)
                 .await?,
         ),
-        None => Box::new(tokio::io::stdout()),
+        Output::Stdout => Box::new(tokio::io::stdout()),
     };
     let (tx, rx) = mpsc::channel(CHANNEL_LINES);
     let writer = tokio::spawn(write_lines(rx, out, tap));

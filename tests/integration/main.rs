@@ -8,6 +8,7 @@
 )]
 
 mod dns_stub;
-mod support;
+mod lifecycle;
 mod sni;
+mod support;
 mod tunnel;

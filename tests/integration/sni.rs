@@ -25,7 +25,13 @@ async fn matching_sni_completes_a_real_tls_exchange() {
     let origin = TlsOrigin::start(&["api.example.com"]).await;
     let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
     let mut p = proxy(&config(origin.port(), "")).dns(&dns).run().await;
-    let (tcp, rsp) = net::connect(CI, p.addr, &format!("api.example.com:{}", origin.port()), "").await;
+    let (tcp, rsp) = net::connect(
+        CI,
+        p.addr,
+        &format!("api.example.com:{}", origin.port()),
+        "",
+    )
+    .await;
     assert_eq!(rsp.status, 200);
     let name = ServerName::try_from("api.example.com").unwrap();
     let mut tls = origin.connector().connect(name, tcp).await.unwrap();
@@ -48,10 +54,19 @@ async fn mismatched_sni_never_reaches_the_origin() {
     let origin = TlsOrigin::start(&["api.example.com", "other.example.com"]).await;
     let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
     let mut p = proxy(&config(origin.port(), "")).dns(&dns).run().await;
-    let (tcp, rsp) = net::connect(CI, p.addr, &format!("api.example.com:{}", origin.port()), "").await;
+    let (tcp, rsp) = net::connect(
+        CI,
+        p.addr,
+        &format!("api.example.com:{}", origin.port()),
+        "",
+    )
+    .await;
     assert_eq!(rsp.status, 200);
     let name = ServerName::try_from("other.example.com").unwrap();
-    assert!(origin.connector().connect(name, tcp).await.is_err(), "handshake must fail");
+    assert!(
+        origin.connector().connect(name, tcp).await.is_err(),
+        "handshake must fail"
+    );
     let log = p.next_log().await;
     assert_eq!(log["decision"], "deny");
     assert_eq!(log["reason"], "sni_mismatch");
@@ -59,7 +74,8 @@ async fn mismatched_sni_never_reaches_the_origin() {
     assert_eq!(origin.received(), 0, "bytes reached the origin");
     assert_eq!(origin.handshakes(), 0);
     assert_eq!(
-        p.metric("sluice_requests_total{agent=\"ci\",decision=\"deny\",reason=\"sni_mismatch\"}").await,
+        p.metric("sluice_requests_total{agent=\"ci\",decision=\"deny\",reason=\"sni_mismatch\"}")
+            .await,
         1.0
     );
     p.shutdown().await;
@@ -70,11 +86,21 @@ async fn client_hello_one_byte_at_a_time_is_reassembled() {
     let origin = TlsOrigin::start(&["api.example.com"]).await;
     let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
     let mut p = proxy(&config(origin.port(), "")).dns(&dns).run().await;
-    let (tcp, rsp) = net::connect(CI, p.addr, &format!("api.example.com:{}", origin.port()), "").await;
+    let (tcp, rsp) = net::connect(
+        CI,
+        p.addr,
+        &format!("api.example.com:{}", origin.port()),
+        "",
+    )
+    .await;
     assert_eq!(rsp.status, 200);
     tcp.set_nodelay(true).unwrap();
     let name = ServerName::try_from("api.example.com").unwrap();
-    let mut tls = origin.connector().connect(name, Trickle(tcp)).await.unwrap();
+    let mut tls = origin
+        .connector()
+        .connect(name, Trickle(tcp))
+        .await
+        .unwrap();
     tls.write_all(b"ping").await.unwrap();
     let mut answer = String::new();
     tls.read_to_string(&mut answer).await.unwrap();
@@ -98,13 +124,20 @@ async fn non_tls_first_bytes_pass_unless_sni_is_required() {
     assert!(p.next_log().await.get("sni").is_none());
     p.shutdown().await;
 
-    let mut p = proxy(&config(origin.port(), "require_sni = true")).dns(&dns).run().await;
+    let mut p = proxy(&config(origin.port(), "require_sni = true"))
+        .dns(&dns)
+        .run()
+        .await;
     let before = origin.connections();
     let (mut s, _) = net::connect(CI, p.addr, &target, "").await;
     s.write_all(request.as_bytes()).await.unwrap();
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).await.unwrap();
-    assert!(rest.is_empty(), "nothing may come back: {:?}", String::from_utf8_lossy(&rest));
+    assert!(
+        rest.is_empty(),
+        "nothing may come back: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
     let log = p.next_log().await;
     assert_eq!(log["reason"], "sni_missing");
     assert_eq!(log["bytes_up"], 0);

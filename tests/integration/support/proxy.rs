@@ -62,9 +62,15 @@ impl ProxyBuilder {
         let config =
             Config::load(&path).unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
         let (tx, rx) = mpsc::unbounded_channel();
-        let running = app::start(config, app::Options { log_tap: Some(tx) })
-            .await
-            .unwrap();
+        let running = app::start(
+            config,
+            app::Options {
+                log_tap: Some(tx),
+                log_tap_only: true,
+            },
+        )
+        .await
+        .unwrap();
         Proxy {
             addr: running.proxy_addr,
             admin: running.admin_addr,

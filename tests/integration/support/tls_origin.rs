@@ -29,7 +29,10 @@ impl TlsOrigin {
     /// Serves `names` (certificate SANs); answers each request line with
     /// "hello over tls" and closes.
     pub async fn start(names: &[&str]) -> TlsOrigin {
-        let ck = rcgen::generate_simple_self_signed(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
+        let ck = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        )
+        .unwrap();
         let cert = ck.cert.der().clone();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
         let config = rustls::ServerConfig::builder_with_provider(provider())
@@ -49,8 +52,13 @@ impl TlsOrigin {
                 let acceptor = acceptor.clone();
                 let (r, h) = (r.clone(), h.clone());
                 tokio::spawn(async move {
-                    let counted = Counting { inner: tcp, count: r };
-                    let Ok(mut tls) = acceptor.accept(counted).await else { return };
+                    let counted = Counting {
+                        inner: tcp,
+                        count: r,
+                    };
+                    let Ok(mut tls) = acceptor.accept(counted).await else {
+                        return;
+                    };
                     h.fetch_add(1, Ordering::SeqCst);
                     let mut buf = [0u8; 1024];
                     if tls.read(&mut buf).await.unwrap_or(0) > 0 {
@@ -107,7 +115,11 @@ struct Counting<S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counting<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
@@ -117,7 +129,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counting<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Counting<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -133,13 +149,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counting<S> {
 pub struct Trickle<S>(pub S);
 
 impl<S: AsyncRead + Unpin> AsyncRead for Trickle<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Trickle<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let one = &buf[..buf.len().min(1)];
         match Pin::new(&mut self.0).poll_write(cx, one) {
             // Flush each byte so it leaves as its own segment (TCP_NODELAY).
