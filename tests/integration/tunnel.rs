@@ -222,3 +222,38 @@ async fn idle_tunnel_is_closed() {
     assert!(log["duration_ms"].as_f64().unwrap() >= 200.0);
     p.shutdown().await;
 }
+
+/// `limits.max_connections_per_agent`: one agent at its limit gets 503,
+/// another agent is unaffected, and the slot frees when the tunnel ends.
+#[tokio::test]
+async fn per_agent_connection_limit() {
+    let origin = Origin::start([127, 0, 0, 1]).await;
+    let text = format!(
+        "[limits]\nmax_connections_per_agent = 1\n\
+         [egress]\nallow_cidrs = [\"127.0.0.1/32\"]\n\
+         [[agent]]\nname = \"ci\"\nsources = [\"127.0.0.11\"]\nallow = [\"127.0.0.1/32:{p}\"]\n\
+         [[agent]]\nname = \"other\"\nsources = [\"127.0.0.12\"]\nallow = [\"127.0.0.1/32:{p}\"]\n",
+        p = origin.port()
+    );
+    let mut p = proxy(&text).run().await;
+    let target = origin.addr.to_string();
+    let (first, rsp) = net::connect(CI, p.addr, &target, "").await;
+    assert_eq!(rsp.status, 200);
+    let (second, rsp) = net::connect(CI, p.addr, &target, "").await;
+    drop(second);
+    assert_eq!(rsp.status, 503);
+    assert_eq!(rsp.header("proxy-status"), Some("sluice; error=connection_limit_reached"));
+    let log = p.next_log().await;
+    assert_eq!((log["agent"].as_str(), log["reason"].as_str()), (Some("ci"), Some("connection_limit")));
+    let (other, rsp) = net::connect([127, 0, 0, 12], p.addr, &target, "").await;
+    assert_eq!(rsp.status, 200, "another agent is not limited by ci's connections");
+    drop(other);
+    drop(first);
+    // Both tunnels end (two lines), then ci has its slot back.
+    p.next_log().await;
+    p.next_log().await;
+    let (third, rsp) = net::connect(CI, p.addr, &target, "").await;
+    assert_eq!(rsp.status, 200);
+    drop(third);
+    p.shutdown().await;
+}
