@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use crate::telemetry::access_log::{Entry, ms};
 use super::error::{Context, ProxyError};
 use super::head::{self, Head, ReadError};
 use super::target::{Kind, Target};
-use super::{State, connect, forward, relay};
+use super::{ClientIo, State, connect, forward, relay};
 
 /// How long a refused connection is drained before closing, so that the
 /// refusal is not destroyed by a TCP reset while the client is still
@@ -62,7 +62,7 @@ struct Admitted {
     agent: usize,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+impl<S: ClientIo> Conn<S> {
     pub fn new(
         state: Arc<State>,
         stream: S,
@@ -177,6 +177,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             }
             Ok(admitted) => match admitted.target.kind {
                 Kind::Connect => {
+                    // The head's buffer would otherwise live as long as the tunnel.
+                    drop(head);
                     self.tunnel(policy, admitted, log).await;
                     false
                 }

@@ -31,6 +31,21 @@ use crate::policy::Policy;
 use crate::telemetry::access_log::{Entry, Sink};
 use crate::telemetry::metrics::Metrics;
 
+/// A client connection's byte stream: plain TCP, or TLS on the TLS
+/// listener. Plain TCP exposes itself so tunnels can take the lean path.
+pub trait ClientIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {
+    /// The socket itself, when the stream is plain TCP.
+    fn tcp(&mut self) -> Option<&mut TcpStream> {
+        None
+    }
+}
+
+impl ClientIo for TcpStream {
+    fn tcp(&mut self) -> Option<&mut TcpStream> {
+        Some(self)
+    }
+}
+
 /// What every request reads: the current policy (swapped whole on reload),
 /// the resolver, metrics and the access log.
 #[derive(Debug)]

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, tcp};
 use tokio::time::Instant;
 
 use crate::host::{Host, Name};
 
+use super::ClientIo;
 use super::sni::{self, Peek};
 
 /// Relay buffer per direction. 16 KiB holds a full TLS record, so a
@@ -60,42 +61,38 @@ pub struct Outcome {
 
 /// Relays between `client` and `upstream`. `pending` holds client bytes
 /// already read past the CONNECT head; they go through the gate too.
-pub async fn tunnel<C>(
+///
+/// Plain TCP clients take the lean path: buffers exist only while bytes are
+/// moving, so an idle tunnel holds none (see `pump_tcp`).
+pub async fn tunnel<C: ClientIo>(
     client: &mut C,
     pending: BytesMut,
     mut upstream: TcpStream,
     opts: &Options<'_>,
-) -> Outcome
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Outcome {
     let activity = Activity::new();
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
     let mut sni: Option<String> = None;
-    let (mut cr, mut cw) = tokio::io::split(client);
     let (mut ur, mut uw) = upstream.split();
-
-    let end = {
-        let upward = async {
-            let (first, seen) = gate(&mut cr, pending, opts, &activity).await?;
-            sni = seen;
-            uw.write_all(&first).await.map_err(End::Error)?;
-            up.fetch_add(first.len() as u64, Ordering::Relaxed);
-            pump(&mut cr, &mut uw, &up, &activity).await
-        };
-        let downward = pump(&mut ur, &mut cw, &down, &activity);
-        let both = async { tokio::try_join!(upward, downward).map(|_| ()) };
-        tokio::pin!(both);
-        loop {
-            tokio::select! {
-                res = &mut both => break res.err().unwrap_or(End::Closed),
-                () = tokio::time::sleep_until(activity.deadline(opts.idle_timeout)) => {
-                    if activity.idle_for() >= opts.idle_timeout {
-                        break End::Idle;
-                    }
-                }
-            }
+    let end = match client.tcp() {
+        Some(tcp) => {
+            let (mut cr, mut cw) = tcp.split();
+            let upward = async {
+                sni = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
+                pump_tcp(&cr, &mut uw, &up, &activity).await
+            };
+            let downward = pump_tcp(&ur, &mut cw, &down, &activity);
+            supervise(upward, downward, &activity, opts.idle_timeout).await
+        }
+        None => {
+            let (mut cr, mut cw) = tokio::io::split(client);
+            let upward = async {
+                sni = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
+                pump(&mut cr, &mut uw, &up, &activity).await
+            };
+            let downward = pump(&mut ur, &mut cw, &down, &activity);
+            supervise(upward, downward, &activity, opts.idle_timeout).await
         }
     };
     Outcome {
@@ -104,6 +101,50 @@ where
         sni,
         end,
     }
+}
+
+/// Runs both directions until both finish, one fails, or nothing has moved
+/// for `idle`.
+async fn supervise(
+    upward: impl Future<Output = Result<(), End>>,
+    downward: impl Future<Output = Result<(), End>>,
+    activity: &Activity,
+    idle: Duration,
+) -> End {
+    let both = async { tokio::try_join!(upward, downward).map(|_| ()) };
+    tokio::pin!(both);
+    loop {
+        tokio::select! {
+            res = &mut both => return res.err().unwrap_or(End::Closed),
+            () = tokio::time::sleep_until(activity.deadline(idle)) => {
+                if activity.idle_for() >= idle {
+                    return End::Idle;
+                }
+            }
+        }
+    }
+}
+
+/// Passes the client's opening bytes through the SNI gate and on to the
+/// upstream; returns the SNI seen. The gate's buffer is freed here.
+async fn open<R, W>(
+    cr: &mut R,
+    uw: &mut W,
+    pending: BytesMut,
+    opts: &Options<'_>,
+    up: &AtomicU64,
+    activity: &Activity,
+) -> Result<Option<String>, End>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (first, seen) = gate(cr, pending, opts, activity).await?;
+    if !first.is_empty() {
+        uw.write_all(&first).await.map_err(End::Error)?;
+        up.fetch_add(first.len() as u64, Ordering::Relaxed);
+    }
+    Ok(seen)
 }
 
 /// Reads the client's opening bytes until the ClientHello can be judged.
@@ -161,7 +202,40 @@ async fn gate<R: AsyncRead + Unpin>(
     }
 }
 
-/// Copies `r` to `w` until EOF, then half-closes `w`.
+/// Copies `r` to `w` until EOF, then half-closes `w`, allocating a buffer
+/// only when the socket is readable and freeing it as soon as it would
+/// block again: an idle tunnel costs no relay memory, and reading into
+/// spare capacity avoids zeroing it.
+async fn pump_tcp(
+    r: &tcp::ReadHalf<'_>,
+    w: &mut tcp::WriteHalf<'_>,
+    count: &AtomicU64,
+    activity: &Activity,
+) -> Result<(), End> {
+    loop {
+        r.readable().await.map_err(End::Error)?;
+        let mut buf = Vec::with_capacity(BUF_SIZE);
+        loop {
+            match r.try_read_buf(&mut buf) {
+                Ok(0) => {
+                    // The peer may already be gone; its absence is not an error here.
+                    let _ = w.shutdown().await;
+                    return Ok(());
+                }
+                Ok(n) => {
+                    activity.touch();
+                    w.write_all(&buf).await.map_err(End::Error)?;
+                    count.fetch_add(n as u64, Ordering::Relaxed);
+                    buf.clear();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(End::Error(e)),
+            }
+        }
+    }
+}
+
+/// Copies `r` to `w` until EOF, then half-closes `w` (any stream type).
 async fn pump<R, W>(r: &mut R, w: &mut W, count: &AtomicU64, activity: &Activity) -> Result<(), End>
 where
     R: AsyncRead + Unpin,

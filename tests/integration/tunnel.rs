@@ -242,11 +242,20 @@ async fn per_agent_connection_limit() {
     let (second, rsp) = net::connect(CI, p.addr, &target, "").await;
     drop(second);
     assert_eq!(rsp.status, 503);
-    assert_eq!(rsp.header("proxy-status"), Some("sluice; error=connection_limit_reached"));
+    assert_eq!(
+        rsp.header("proxy-status"),
+        Some("sluice; error=connection_limit_reached")
+    );
     let log = p.next_log().await;
-    assert_eq!((log["agent"].as_str(), log["reason"].as_str()), (Some("ci"), Some("connection_limit")));
+    assert_eq!(
+        (log["agent"].as_str(), log["reason"].as_str()),
+        (Some("ci"), Some("connection_limit"))
+    );
     let (other, rsp) = net::connect([127, 0, 0, 12], p.addr, &target, "").await;
-    assert_eq!(rsp.status, 200, "another agent is not limited by ci's connections");
+    assert_eq!(
+        rsp.status, 200,
+        "another agent is not limited by ci's connections"
+    );
     drop(other);
     drop(first);
     // Both tunnels end (two lines), then ci has its slot back.
