@@ -153,6 +153,7 @@ impl Sink {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(line)) => {
                 self.metrics.log_backpressure.inc();
+                warn_behind();
                 if self.tx.send(line).await.is_err() {
                     eprintln!("sluice: access log writer has stopped; a line was lost");
                 }
@@ -161,6 +162,21 @@ impl Sink {
                 eprintln!("sluice: access log writer has stopped; a line was lost");
             }
         }
+    }
+}
+
+/// Says on stderr that the writer is behind, at most every ten seconds:
+/// once is news, a line per request would be a second flood.
+fn warn_behind() {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 10 && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        eprintln!(
+            "sluice: the access log writer is falling behind; requests are waiting for it (see sluice_log_backpressure_total)"
+        );
     }
 }
 
@@ -252,6 +268,7 @@ impl Drop for Entry {
             // task that waits for room.
             if let Err(mpsc::error::TrySendError::Full(line)) = sink.tx.try_send(line) {
                 sink.metrics.log_backpressure.inc();
+                warn_behind();
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
                     rt.spawn(async move { sink.send(line).await });
                 }
