@@ -20,3 +20,4 @@
 pub mod host;
 pub mod policy;
 pub mod proxy;
+pub mod review;
