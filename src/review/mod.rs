@@ -183,8 +183,16 @@ impl ReviewError {
 /// # Errors
 ///
 /// [`ReviewError`], each naming its file; see [`ReviewError::exit_code`].
-pub fn run(opts: &Options, logs: &[PathBuf], out: &mut dyn io::Write) -> Result<Summary, ReviewError> {
-    let baseline = opts.baseline.as_deref().map(report::load_baseline).transpose()?;
+pub fn run(
+    opts: &Options,
+    logs: &[PathBuf],
+    out: &mut dyn io::Write,
+) -> Result<Summary, ReviewError> {
+    let baseline = opts
+        .baseline
+        .as_deref()
+        .map(report::load_baseline)
+        .transpose()?;
     let mut tally = Tally::default();
     let files = read::read_logs(logs, opts.since, &mut tally)?;
     let report = report::build(tally, files, opts, baseline.as_ref());
@@ -192,8 +200,26 @@ pub fn run(opts: &Options, logs: &[PathBuf], out: &mut dyn io::Write) -> Result<
         Format::Json => report::write_json(&report, out),
         Format::Markdown => report::write_markdown(&report, out),
     };
-    written.and_then(|()| out.flush()).map_err(|source| ReviewError::Write { source })?;
+    written
+        .and_then(|()| out.flush())
+        .map_err(|source| ReviewError::Write { source })?;
     Ok(report.summary())
+}
+
+/// Parses `--since`: a date (`YYYY-MM-DD`, the start of that day, UTC) or
+/// an RFC 3339 time. `None` when it is neither.
+pub fn parse_since(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let is_date = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| match i {
+            4 | 7 => b == b'-',
+            _ => b.is_ascii_digit(),
+        });
+    if is_date {
+        humantime::parse_rfc3339(&format!("{s}T00:00:00Z")).ok()
+    } else {
+        humantime::parse_rfc3339_weak(s).ok()
+    }
 }
 
 // === the JSON schema ===
@@ -298,10 +324,12 @@ pub struct AgentReport {
     /// baseline's; null without `--baseline`.
     pub new_since_baseline: Option<Vec<NewDestination>>,
     /// Allow rules that decided no request (no `allow` or `error` record
-    /// carries them): candidates for removal. Null without a configuration.
+    /// carries them): candidates for removal. Null without a configuration
+    /// or for an agent it does not name.
     pub unused_rules: Option<Vec<RuleReport>>,
     /// Allow and deny rules expired, or expiring within 14 days of the
-    /// review. Null without a configuration.
+    /// review. Null without a configuration or for an agent it does not
+    /// name.
     pub expiring_rules: Option<Vec<ExpiringRule>>,
     /// Allow entries suggested for denials that look legitimate.
     pub suggestions: Vec<Suggestion>,
@@ -416,4 +444,3 @@ impl Report {
         }
     }
 }
-

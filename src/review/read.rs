@@ -7,9 +7,9 @@
 //! here: what the tally turns into (`report`).
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -470,7 +470,10 @@ pub(crate) struct Refusal {
 
 impl Seen {
     fn at(ts: SystemTime) -> Self {
-        Self { first: ts, last: ts }
+        Self {
+            first: ts,
+            last: ts,
+        }
     }
 
     fn widen(&mut self, ts: SystemTime) {

@@ -109,8 +109,12 @@ pub(crate) fn load_baseline(path: &Path) -> Result<Baseline, ReviewError> {
     let mut baseline = Baseline::default();
     for a in raw.agents {
         let entry = baseline.agents.entry(a.agent).or_default();
-        entry.reached.extend(a.reached.into_iter().map(|d| d.destination));
-        entry.denied.extend(a.denied.into_iter().map(|d| d.destination));
+        entry
+            .reached
+            .extend(a.reached.into_iter().map(|d| d.destination));
+        entry
+            .denied
+            .extend(a.denied.into_iter().map(|d| d.destination));
     }
     Ok(baseline)
 }
@@ -189,19 +193,23 @@ struct AgentContext<'a> {
 
 fn agent_report(agent: String, tally: AgentTally, ctx: &AgentContext<'_>) -> AgentReport {
     let mut reached: Vec<Reached> = tally.reached.into_iter().map(reached_row).collect();
-    reached.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.destination.cmp(&b.destination)));
+    reached.sort_by(|a, b| {
+        b.requests
+            .cmp(&a.requests)
+            .then_with(|| a.destination.cmp(&b.destination))
+    });
     let would_deny = refused_rows(tally.would_deny);
     let denied = refused_rows(tally.denied);
     let errors = refused_rows(tally.errors);
     let new_since_baseline = ctx.baseline.map(|b| new_destinations(&reached, &denied, b));
     let allow = ctx.rules.map_or(&[][..], |r| &r.allow[..]);
-    let (unused_rules, expiring_rules) = if ctx.config {
+    let (unused_rules, expiring_rules) = if let Some(rules) = ctx.rules {
         let unused = allow
             .iter()
             .filter(|r| !tally.rules.contains(r.text.as_str()))
             .map(rule_report)
             .collect();
-        (Some(unused), Some(expiring(ctx.rules, ctx.now)))
+        (Some(unused), Some(expiring(rules, ctx.now)))
     } else {
         (None, None)
     };
@@ -254,7 +262,11 @@ fn refused_rows(map: HashMap<Box<str>, Refusal>) -> Vec<Refused> {
             last_seen: stamp(r.seen.last),
         })
         .collect();
-    rows.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.destination.cmp(&b.destination)));
+    rows.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.destination.cmp(&b.destination))
+    });
     rows
 }
 
@@ -293,10 +305,7 @@ fn rule_report(r: &RuleInfo) -> RuleReport {
     }
 }
 
-fn expiring(rules: Option<&AgentRules>, now: SystemTime) -> Vec<ExpiringRule> {
-    let Some(rules) = rules else {
-        return Vec::new();
-    };
+fn expiring(rules: &AgentRules, now: SystemTime) -> Vec<ExpiringRule> {
     let lists = [("allow", &rules.allow), ("deny", &rules.deny)];
     let mut out: Vec<ExpiringRule> = lists
         .into_iter()
@@ -336,7 +345,10 @@ fn suggest(
     let mut not_suggested = Vec::new();
     // (registrable domain, ":port" or "") → names under it.
     let mut groups: BTreeMap<(String, String), Vec<Candidate>> = BTreeMap::new();
-    let rows = denied.iter().map(|r| (r, false)).chain(would_deny.iter().map(|r| (r, true)));
+    let rows = denied
+        .iter()
+        .map(|r| (r, false))
+        .chain(would_deny.iter().map(|r| (r, true)));
     for (row, reported) in rows {
         let Some(&count) = row.reasons.get(SUGGESTIBLE_REASON) else {
             continue;
@@ -361,7 +373,8 @@ fn suggest(
             }
         };
         let name = name.as_str();
-        let Some(domain) = psl::domain_str(name).filter(|_| psl::suffix_str(name) != Some(name)) else {
+        let Some(domain) = psl::domain_str(name).filter(|_| psl::suffix_str(name) != Some(name))
+        else {
             not_suggested.push(skip("public_suffix"));
             continue;
         };
@@ -388,7 +401,10 @@ fn suggest(
         let rules: Vec<(String, Vec<Candidate>)> = if names.len() >= GROUP_MIN_NAMES {
             vec![(format!(".{domain}{port}"), names)]
         } else {
-            names.into_iter().map(|c| (format!("{}{port}", c.name), vec![c])).collect()
+            names
+                .into_iter()
+                .map(|c| (format!("{}{port}", c.name), vec![c]))
+                .collect()
         };
         for (rule, covered) in rules {
             let count = covered.iter().map(|c| c.count).sum();
@@ -413,17 +429,26 @@ fn suggest(
         }
     }
     suggestions.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.rule.cmp(&b.rule)));
-    not_suggested.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.destination.cmp(&b.destination)));
+    not_suggested.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.destination.cmp(&b.destination))
+    });
     (suggestions, not_suggested)
 }
 
 /// The patch entry's `reason`, e.g. "seen 12 times, denied as not_allowed".
 fn suggestion_reason(count: u64, reported: u64, names: &[String]) -> String {
-    let times = if count == 1 { "once".to_owned() } else { format!("{count} times") };
+    let times = times(count);
     let across = match names {
         [_] => String::new(),
         [a, b, c] => format!(" across 3 names ({a}, {b}, {c})"),
-        _ => format!(" across {} names ({}, {}, …)", names.len(), names[0], names[1]),
+        _ => format!(
+            " across {} names ({}, {}, …)",
+            names.len(),
+            names[0],
+            names[1]
+        ),
     };
     let how = if reported == count {
         "would be denied as not_allowed (report mode)".to_owned()
@@ -435,10 +460,22 @@ fn suggestion_reason(count: u64, reported: u64, names: &[String]) -> String {
     format!("seen {times}{across}, {how}")
 }
 
+/// "once", "2 times", …
+fn times(n: u64) -> String {
+    if n == 1 {
+        "once".to_owned()
+    } else {
+        format!("{n} times")
+    }
+}
+
 /// The suggested entries as TOML in the SPEC's table form, one `[[agent]]`
 /// block per agent with suggestions.
 fn patch(agents: &[AgentReport]) -> String {
-    let with: Vec<&AgentReport> = agents.iter().filter(|a| !a.suggestions.is_empty()).collect();
+    let with: Vec<&AgentReport> = agents
+        .iter()
+        .filter(|a| !a.suggestions.is_empty())
+        .collect();
     if with.is_empty() {
         return String::new();
     }
@@ -449,7 +486,10 @@ fn patch(agents: &[AgentReport]) -> String {
     );
     for a in with {
         out.push_str(&format!("\n[[agent]]\nname = {}\n", quote(&a.agent)));
-        out.push_str(&format!("# merge into the allow list of agent {}\n", quote(&a.agent)));
+        out.push_str(&format!(
+            "# merge into the allow list of agent {}\n",
+            quote(&a.agent)
+        ));
         out.push_str("allow = [\n");
         for s in &a.suggestions {
             out.push_str(&format!(
@@ -534,13 +574,23 @@ pub(crate) fn write_markdown(r: &Report, out: &mut dyn Write) -> io::Result<()> 
         (Some(first), Some(last)) => format!("{first} to {last}"),
         _ => "no records".to_owned(),
     };
-    let since = r.period.since.as_ref().map_or(String::new(), |s| format!(" (records since {s})"));
+    let since = r
+        .period
+        .since
+        .as_ref()
+        .map_or(String::new(), |s| format!(" (records since {s})"));
     writeln!(out, "- Period: {period}{since}")?;
     writeln!(out, "- Generated: {}", r.generated)?;
     writeln!(out, "- Files read: {}", r.files.len())?;
     for f in &r.files {
         let gzip = if f.gzip { ", gzip" } else { "" };
-        writeln!(out, "  - `{}`{gzip}: {} lines, {} records", cell(&f.path), f.lines, f.records)?;
+        writeln!(
+            out,
+            "  - `{}`{gzip}: {} lines, {} records",
+            cell(&f.path),
+            f.lines,
+            f.records
+        )?;
     }
     writeln!(
         out,
@@ -551,7 +601,11 @@ pub(crate) fn write_markdown(r: &Report, out: &mut dyn Write) -> io::Result<()> 
         Some(b) => writeln!(out, "- Baseline: `{}`", cell(b))?,
         None => writeln!(out, "- Baseline: none")?,
     }
-    let config = if r.config { "given" } else { "not given (unused and expiring rules not checked)" };
+    let config = if r.config {
+        "given"
+    } else {
+        "not given (unused and expiring rules not checked)"
+    };
     writeln!(out, "- Configuration: {config}")?;
     write_skipped(r, out)?;
     for a in &r.agents {
@@ -580,11 +634,19 @@ fn write_skipped(r: &Report, out: &mut dyn Write) -> io::Result<()> {
             .map(|(n, what)| format!("{n} {what}"))
             .collect();
             let skipped = (f.skipped > 0).then(|| {
-                format!("skipped {} lines in `{}` ({})", f.skipped, cell(&f.path), causes.join(", "))
+                format!(
+                    "skipped {} lines in `{}` ({})",
+                    f.skipped,
+                    cell(&f.path),
+                    causes.join(", ")
+                )
             });
-            let cut = f
-                .gzip_truncated
-                .then(|| format!("`{}`: the gzip stream ends early; anything after the cut is missing", cell(&f.path)));
+            let cut = f.gzip_truncated.then(|| {
+                format!(
+                    "`{}`: the gzip stream ends early; anything after the cut is missing",
+                    cell(&f.path)
+                )
+            });
             skipped.into_iter().chain(cut)
         })
         .collect();
@@ -606,9 +668,13 @@ fn write_agent(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
     if a.in_config == Some(false) {
         writeln!(out, "\n_Not in the configuration._")?;
     }
-    writeln!(out, "\n### Reached ({} destinations)\n", a.reached.len())?;
+    writeln!(out, "\n### Reached destinations ({})\n", a.reached.len())?;
     let rows = a.reached.iter().map(|d| {
-        let reported = if d.reported > 0 { d.reported.to_string() } else { String::new() };
+        let reported = if d.reported > 0 {
+            d.reported.to_string()
+        } else {
+            String::new()
+        };
         vec![
             d.destination.clone(),
             d.requests.to_string(),
@@ -622,22 +688,36 @@ fn write_agent(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
     let head = "| destination | requests | in report mode | bytes up | bytes down | first seen | last seen |\n|---|--:|--:|--:|--:|---|---|";
     table(out, head, rows)?;
     if !a.would_deny.is_empty() {
-        writeln!(out, "\n### Would be denied (report mode, {} destinations)\n", a.would_deny.len())?;
+        writeln!(
+            out,
+            "\n### Would be denied in enforce mode ({})\n",
+            a.would_deny.len()
+        )?;
         refused_table(out, &a.would_deny)?;
     }
-    writeln!(out, "\n### Denied ({} destinations)\n", a.denied.len())?;
+    writeln!(out, "\n### Denied destinations ({})\n", a.denied.len())?;
     refused_table(out, &a.denied)?;
     if !a.errors.is_empty() {
-        writeln!(out, "\n### Errors ({} destinations)\n", a.errors.len())?;
+        writeln!(
+            out,
+            "\n### Errors: allowed, but DNS or the upstream failed ({})\n",
+            a.errors.len()
+        )?;
         refused_table(out, &a.errors)?;
     }
     if let Some(new) = &a.new_since_baseline {
         writeln!(out, "\n### New since the baseline ({})\n", new.len())?;
-        let rows = new.iter().map(|n| vec![n.destination.clone(), n.kind.clone(), n.count.to_string()]);
+        let rows = new
+            .iter()
+            .map(|n| vec![n.destination.clone(), n.kind.clone(), n.count.to_string()]);
         table(out, "| destination | kind | count |\n|---|---|--:|", rows)?;
     }
     if let Some(unused) = &a.unused_rules {
-        writeln!(out, "\n### Allow rules that matched nothing ({})\n", unused.len())?;
+        writeln!(
+            out,
+            "\n### Allow rules that matched nothing ({})\n",
+            unused.len()
+        )?;
         let rows = unused.iter().map(|u| {
             vec![
                 u.rule.clone(),
@@ -646,10 +726,18 @@ fn write_agent(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
                 u.expires.clone().unwrap_or_default(),
             ]
         });
-        table(out, "| rule | owner | reason | expires |\n|---|---|---|---|", rows)?;
+        table(
+            out,
+            "| rule | owner | reason | expires |\n|---|---|---|---|",
+            rows,
+        )?;
     }
     if let Some(expiring) = &a.expiring_rules {
-        writeln!(out, "\n### Rules expired or expiring within 14 days ({})\n", expiring.len())?;
+        writeln!(
+            out,
+            "\n### Rules expired or expiring within 14 days ({})\n",
+            expiring.len()
+        )?;
         let rows = expiring.iter().map(|e| {
             let status = if e.expired { "expired" } else { "expiring" };
             vec![
@@ -660,15 +748,26 @@ fn write_agent(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
                 status.to_owned(),
             ]
         });
-        table(out, "| rule | list | owner | expires | status |\n|---|---|---|---|---|", rows)?;
+        table(
+            out,
+            "| rule | list | owner | expires | status |\n|---|---|---|---|---|",
+            rows,
+        )?;
     }
     write_suggestions(a, out)
 }
 
 fn write_suggestions(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
     if !a.suggestions.is_empty() {
-        writeln!(out, "\n### Suggested allow entries ({})\n", a.suggestions.len())?;
-        let rows = a.suggestions.iter().map(|s| vec![s.rule.clone(), s.count.to_string(), s.reason.clone()]);
+        writeln!(
+            out,
+            "\n### Suggested allow entries ({})\n",
+            a.suggestions.len()
+        )?;
+        let rows = a
+            .suggestions
+            .iter()
+            .map(|s| vec![s.rule.clone(), s.count.to_string(), s.reason.clone()]);
         table(out, "| rule | count | reason |\n|---|--:|---|", rows)?;
     }
     if !a.not_suggested.is_empty() {
@@ -680,7 +779,12 @@ fn write_suggestions(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
                 "already_in_config" => "the rule is already configured (added since, or expired)",
                 _ => "not a valid host name",
             };
-            writeln!(out, "- `{}` ({} times): {why}", cell(&n.destination), n.count)?;
+            writeln!(
+                out,
+                "- `{}` ({}): {why}",
+                cell(&n.destination),
+                times(n.count)
+            )?;
         }
     }
     Ok(())
@@ -688,7 +792,11 @@ fn write_suggestions(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
 
 fn refused_table(out: &mut dyn Write, rows: &[Refused]) -> io::Result<()> {
     let rows = rows.iter().map(|d| {
-        let reasons: Vec<String> = d.reasons.iter().map(|(r, n)| format!("{r} ({n})")).collect();
+        let reasons: Vec<String> = d
+            .reasons
+            .iter()
+            .map(|(r, n)| format!("{r} ({n})"))
+            .collect();
         vec![
             d.destination.clone(),
             d.count.to_string(),
@@ -697,12 +805,20 @@ fn refused_table(out: &mut dyn Write, rows: &[Refused]) -> io::Result<()> {
             d.last_seen.clone(),
         ]
     });
-    table(out, "| destination | count | reasons | first seen | last seen |\n|---|--:|---|---|---|", rows)
+    table(
+        out,
+        "| destination | count | reasons | first seen | last seen |\n|---|--:|---|---|---|",
+        rows,
+    )
 }
 
 /// Writes a table with at most [`MARKDOWN_ROWS`] rows, or "None." when
 /// there are none.
-fn table(out: &mut dyn Write, head: &str, rows: impl ExactSizeIterator<Item = Vec<String>>) -> io::Result<()> {
+fn table(
+    out: &mut dyn Write,
+    head: &str,
+    rows: impl ExactSizeIterator<Item = Vec<String>>,
+) -> io::Result<()> {
     let total = rows.len();
     if total == 0 {
         return writeln!(out, "None.");
@@ -713,7 +829,11 @@ fn table(out: &mut dyn Write, head: &str, rows: impl ExactSizeIterator<Item = Ve
         writeln!(out, "| {} |", cells.join(" | "))?;
     }
     if total > MARKDOWN_ROWS {
-        writeln!(out, "\n… and {} more (the JSON output has every row).", total - MARKDOWN_ROWS)?;
+        writeln!(
+            out,
+            "\n… and {} more (the JSON output has every row).",
+            total - MARKDOWN_ROWS
+        )?;
     }
     Ok(())
 }

@@ -153,7 +153,11 @@ fn counts_destinations_per_agent() {
         Line::allow("orchestrator", "pypi.org", ".pypi.org"),
         Line::deny("orchestrator", "evil.example", "not_allowed"),
         Line::deny("orchestrator", "evil.example", "not_allowed"),
-        Line::deny("orchestrator", "gist.githubusercontent.com", "denied_by_rule"),
+        Line::deny(
+            "orchestrator",
+            "gist.githubusercontent.com",
+            "denied_by_rule",
+        ),
         Line {
             reason: Some("dns_error"),
             rule: Some(".pypi.org"),
@@ -202,14 +206,30 @@ fn markdown_has_header_and_tables_sorted_by_volume() {
     let (md, summary) = review(&opts(Format::Markdown), std::slice::from_ref(&path));
     assert_eq!(summary.records, 5);
     assert!(md.starts_with("# sluice review\n"), "{md}");
-    assert!(md.contains("- Period: 2026-11-22T00:00:00Z to 2026-11-22T00:00:00Z"), "{md}");
-    assert!(md.contains(&format!("  - `{}`: 5 lines, 5 records", path.display())), "{md}");
-    assert!(md.contains("- Lines: 5 read, 5 counted, 0 skipped, 0 before --since"), "{md}");
+    assert!(
+        md.contains("- Period: 2026-11-22T00:00:00Z to 2026-11-22T00:00:00Z"),
+        "{md}"
+    );
+    assert!(
+        md.contains(&format!("  - `{}`: 5 lines, 5 records", path.display())),
+        "{md}"
+    );
+    assert!(
+        md.contains("- Lines: 5 read, 5 counted, 0 skipped, 0 before --since"),
+        "{md}"
+    );
     assert!(md.contains("## Agent `ci`"), "{md}");
-    let big = md.find("| static.crates.io:443 | 3 |  | 300 B | 2.9 KiB |").unwrap();
-    let small = md.find("| crates.io:443 | 1 |  | 100 B | 1000 B |").unwrap();
+    let big = md
+        .find("| static.crates.io:443 | 3 |  | 300 B | 2.9 KiB |")
+        .unwrap();
+    let small = md
+        .find("| crates.io:443 | 1 |  | 100 B | 1000 B |")
+        .unwrap();
     assert!(big < small, "sorted by requests: {md}");
-    assert!(md.contains("| evil.example:443 | 1 | not_allowed (1) |"), "{md}");
+    assert!(
+        md.contains("| evil.example:443 | 1 | not_allowed (1) |"),
+        "{md}"
+    );
     assert!(md.contains("## Suggested patch\n\n```toml\n"), "{md}");
 }
 
@@ -250,7 +270,10 @@ fn foreign_and_truncated_lines_are_counted_not_fatal() {
     assert!(md.contains(&expected), "{md}");
     let r = review_json(&opts(Format::Json), &[path]);
     let s = &r.files[0].skipped_by_cause;
-    assert_eq!((s.not_json, s.not_sluice, s.too_long, s.truncated), (1, 2, 0, 1));
+    assert_eq!(
+        (s.not_json, s.not_sluice, s.too_long, s.truncated),
+        (1, 2, 0, 1)
+    );
 }
 
 #[test]
@@ -265,7 +288,9 @@ fn complete_last_line_without_newline_counts() {
 #[test]
 fn truncated_gzip_stream_keeps_what_was_decoded() {
     let dir = tempdir();
-    let lines: Vec<Line> = (0..50).map(|_| Line::allow("ci", "a.example", "a.example")).collect();
+    let lines: Vec<Line> = (0..50)
+        .map(|_| Line::allow("ci", "a.example", "a.example"))
+        .collect();
     let mut zipped = gzip(text(&lines).as_bytes());
     zipped.truncate(zipped.len() - 4); // cut inside the trailer
     let path = write(dir.path(), "cut.gz", &zipped);
@@ -284,21 +309,42 @@ fn corrupt_gzip_is_invalid_input() {
         *b ^= 0x5a;
     }
     let path = write(dir.path(), "bad.gz", &bad);
-    let err = run(&opts(Format::Json), std::slice::from_ref(&path), &mut Vec::new()).unwrap_err();
+    let err = run(
+        &opts(Format::Json),
+        std::slice::from_ref(&path),
+        &mut Vec::new(),
+    )
+    .unwrap_err();
     assert!(matches!(err, ReviewError::CorruptGzip { .. }), "{err:?}");
     assert_eq!(err.exit_code(), 1);
-    assert!(err.to_string().starts_with(&path.display().to_string()), "{err}");
+    assert!(
+        err.to_string().starts_with(&path.display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
 fn unreadable_log_is_a_runtime_error_naming_the_file() {
     let dir = tempdir();
     let missing = dir.path().join("missing.log");
-    let err = run(&opts(Format::Json), std::slice::from_ref(&missing), &mut Vec::new()).unwrap_err();
+    let err = run(
+        &opts(Format::Json),
+        std::slice::from_ref(&missing),
+        &mut Vec::new(),
+    )
+    .unwrap_err();
     assert_eq!(err.exit_code(), 2);
-    assert_eq!(err.to_string(), format!("{}: cannot read access log", missing.display()));
+    assert_eq!(
+        err.to_string(),
+        format!("{}: cannot read access log", missing.display())
+    );
     // A directory opens but cannot be read.
-    let err = run(&opts(Format::Json), &[dir.path().to_path_buf()], &mut Vec::new()).unwrap_err();
+    let err = run(
+        &opts(Format::Json),
+        &[dir.path().to_path_buf()],
+        &mut Vec::new(),
+    )
+    .unwrap_err();
     assert_eq!(err.exit_code(), 2);
 }
 
@@ -346,12 +392,21 @@ fn baseline_marks_new_destinations() {
     };
     let r = review_json(&o, std::slice::from_ref(&new));
     let ci = agent(&r, "ci").new_since_baseline.clone().unwrap();
-    let ci: Vec<(&str, &str)> = ci.iter().map(|n| (n.destination.as_str(), n.kind.as_str())).collect();
-    assert_eq!(ci, [("b.example:443", "reached"), ("y.example:443", "denied")]);
+    let ci: Vec<(&str, &str)> = ci
+        .iter()
+        .map(|n| (n.destination.as_str(), n.kind.as_str()))
+        .collect();
+    assert_eq!(
+        ci,
+        [("b.example:443", "reached"), ("y.example:443", "denied")]
+    );
     let web = agent(&r, "web").new_since_baseline.clone().unwrap();
     assert_eq!(web[0].destination, "c.example:443");
     let (md, _) = review(&o, &[new]);
-    assert!(md.contains("### New since the baseline (2)\n\n| destination | kind | count |"), "{md}");
+    assert!(
+        md.contains("### New since the baseline (2)\n\n| destination | kind | count |"),
+        "{md}"
+    );
     assert!(md.contains("| b.example:443 | reached | 1 |"), "{md}");
 }
 
@@ -359,7 +414,10 @@ fn baseline_marks_new_destinations() {
 fn malformed_baseline_is_invalid_input() {
     let dir = tempdir();
     let log = write(dir.path(), "a.log", b"");
-    for (name, content) in [("junk.json", "not json"), ("other.json", r#"{"schema":"x/9","agents":[]}"#)] {
+    for (name, content) in [
+        ("junk.json", "not json"),
+        ("other.json", r#"{"schema":"x/9","agents":[]}"#),
+    ] {
         let path = write(dir.path(), name, content.as_bytes());
         let o = Options {
             baseline: Some(path.clone()),
@@ -367,7 +425,11 @@ fn malformed_baseline_is_invalid_input() {
         };
         let err = run(&o, std::slice::from_ref(&log), &mut Vec::new()).unwrap_err();
         assert_eq!(err.exit_code(), 1, "{err}");
-        assert!(err.to_string().starts_with(&format!("{}: not a sluice review", path.display())), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: not a sluice review", path.display())),
+            "{err}"
+        );
     }
     let o = Options {
         baseline: Some(dir.path().join("absent.json")),
@@ -419,7 +481,11 @@ fn suggested_patch_is_valid_toml_with_the_right_entries() {
     lines.push(Line::deny("ci", "203.0.113.9", "not_allowed"));
     lines.push(Line::deny("ci", "github.io", "not_allowed"));
     lines.push(Line::deny("ci", "evil.example", "denied_by_rule"));
-    lines.push(Line::deny("ci", "internal.example", "destination_ip_prohibited"));
+    lines.push(Line::deny(
+        "ci",
+        "internal.example",
+        "destination_ip_prohibited",
+    ));
     lines.push(Line::deny("ci", "bad", "malformed"));
     lines.push(Line::deny("web", "already.example", "not_allowed"));
     let path = write(dir.path(), "a.log", text(&lines).as_bytes());
@@ -438,7 +504,15 @@ fn suggested_patch_is_valid_toml_with_the_right_entries() {
     let r = review_json(&o, &[path]);
     let ci = agent(&r, "ci");
     let rules: Vec<&str> = ci.suggestions.iter().map(|s| s.rule.as_str()).collect();
-    assert_eq!(rules, [".example.com", "a.other.org", "b.other.org", "db.other.net:5432"]);
+    assert_eq!(
+        rules,
+        [
+            ".example.com",
+            "a.other.org",
+            "b.other.org",
+            "db.other.net:5432"
+        ]
+    );
     assert_eq!(
         ci.suggestions[0].reason,
         "seen 4 times across 3 names (eu.cdn.example.com, example.com, us.cdn.example.com), \
@@ -449,7 +523,13 @@ fn suggested_patch_is_valid_toml_with_the_right_entries() {
         .iter()
         .map(|n| (n.destination.as_str(), n.why.as_str()))
         .collect();
-    assert_eq!(skipped, [("203.0.113.9:443", "ip_literal"), ("github.io:443", "public_suffix")]);
+    assert_eq!(
+        skipped,
+        [
+            ("203.0.113.9:443", "ip_literal"),
+            ("github.io:443", "public_suffix")
+        ]
+    );
     assert_eq!(agent(&r, "web").not_suggested[0].why, "already_in_config");
 
     let patch: toml::Table = toml::from_str(&r.patch).unwrap();
@@ -462,9 +542,17 @@ fn suggested_patch_is_valid_toml_with_the_right_entries() {
     assert_eq!(first["rule"].as_str(), Some(".example.com"));
     assert_eq!(first["owner"].as_str(), Some("TODO"));
     assert_eq!(first["expires"].as_str(), Some("2027-02-21"));
-    assert_eq!(allow[1]["reason"].as_str(), Some("seen once, denied as not_allowed"));
+    assert_eq!(
+        allow[1]["reason"].as_str(),
+        Some("seen once, denied as not_allowed")
+    );
     assert_eq!(allow[3]["rule"].as_str(), Some("db.other.net:5432"));
-    assert!(r.patch.contains("# merge into the allow list of agent \"ci\""), "{}", r.patch);
+    assert!(
+        r.patch
+            .contains("# merge into the allow list of agent \"ci\""),
+        "{}",
+        r.patch
+    );
 }
 
 #[test]
@@ -536,7 +624,13 @@ fn unused_and_expiring_rules_come_from_the_config() {
     let r = review_json(&o, std::slice::from_ref(&path));
     let ci = agent(&r, "ci");
     assert_eq!(ci.in_config, Some(true));
-    let unused: Vec<&str> = ci.unused_rules.as_ref().unwrap().iter().map(|u| u.rule.as_str()).collect();
+    let unused: Vec<&str> = ci
+        .unused_rules
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|u| u.rule.as_str())
+        .collect();
     assert_eq!(unused, ["old.example", "later.example"]);
     let expiring: Vec<(&str, &str, bool)> = ci
         .expiring_rules
@@ -547,15 +641,48 @@ fn unused_and_expiring_rules_come_from_the_config() {
         .collect();
     assert_eq!(
         expiring,
-        [("old.example", "allow", true), ("api.github.com", "allow", false), ("gist.github.com", "deny", false)]
+        [
+            ("old.example", "allow", true),
+            ("api.github.com", "allow", false),
+            ("gist.github.com", "deny", false)
+        ]
     );
-    assert_eq!(ci.expiring_rules.as_ref().unwrap()[0].owner.as_deref(), Some("platform"));
+    assert_eq!(
+        ci.expiring_rules.as_ref().unwrap()[0].owner.as_deref(),
+        Some("platform")
+    );
     // A configured agent without traffic is still reviewed.
     let idle = agent(&r, "idle");
     assert_eq!(idle.unused_rules.as_ref().unwrap()[0].rule, "x.example");
-    let (md, _) = review(&Options { format: Format::Markdown, ..o }, &[path]);
-    assert!(md.contains("| old.example | allow | platform | 2026-11-22T00:00:00Z | expired |"), "{md}");
-    assert!(md.contains("### Allow rules that matched nothing (2)"), "{md}");
+    let (md, _) = review(
+        &Options {
+            format: Format::Markdown,
+            ..o
+        },
+        &[path],
+    );
+    assert!(
+        md.contains("| old.example | allow | platform | 2026-11-22T00:00:00Z | expired |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("### Allow rules that matched nothing (2)"),
+        "{md}"
+    );
+}
+
+#[test]
+fn since_accepts_a_date_or_a_time() {
+    let day = humantime::parse_rfc3339("2026-11-16T00:00:00Z").unwrap();
+    assert_eq!(parse_since("2026-11-16"), Some(day));
+    assert_eq!(parse_since("2026-11-16T00:00:00Z"), Some(day));
+    assert_eq!(
+        parse_since("2026-11-16T06:00:00.5Z"),
+        Some(day + Duration::from_millis(21_600_500))
+    );
+    for bad in ["", "last week", "2026-13-01", "2026-11-1", "16/11/2026"] {
+        assert_eq!(parse_since(bad), None, "{bad}");
+    }
 }
 
 #[test]
@@ -581,12 +708,27 @@ fn lines_are_bounded() {
 #[test]
 fn parse_tells_foreign_lines_apart() {
     assert_eq!(parse(b"hello").unwrap_err(), Skip::NotJson);
-    assert_eq!(parse(br#"{"ts":"2026-11-22T10:15:02.113Z""#).unwrap_err(), Skip::NotJson);
+    assert_eq!(
+        parse(br#"{"ts":"2026-11-22T10:15:02.113Z""#).unwrap_err(),
+        Skip::NotJson
+    );
     assert_eq!(parse(br#"{"msg":"x"}"#).unwrap_err(), Skip::NotSluice);
-    assert_eq!(parse(br#"{"ts":"yesterday","decision":"allow"}"#).unwrap_err(), Skip::NotSluice);
-    assert_eq!(parse(br#"{"ts":"2026-11-22T10:15:02Z","decision":"maybe"}"#).unwrap_err(), Skip::NotSluice);
-    assert_eq!(parse(br#"{"ts":"2026-11-22T10:15:02Z","decision":"deny","port":"x"}"#).unwrap_err(), Skip::NotSluice);
-    let rec = parse(br#"{"ts":"2026-11-22T10:15:02.113Z","agent":null,"decision":"deny","host":"a\u002eb"}"#).unwrap();
+    assert_eq!(
+        parse(br#"{"ts":"yesterday","decision":"allow"}"#).unwrap_err(),
+        Skip::NotSluice
+    );
+    assert_eq!(
+        parse(br#"{"ts":"2026-11-22T10:15:02Z","decision":"maybe"}"#).unwrap_err(),
+        Skip::NotSluice
+    );
+    assert_eq!(
+        parse(br#"{"ts":"2026-11-22T10:15:02Z","decision":"deny","port":"x"}"#).unwrap_err(),
+        Skip::NotSluice
+    );
+    let rec = parse(
+        br#"{"ts":"2026-11-22T10:15:02.113Z","agent":null,"decision":"deny","host":"a\u002eb"}"#,
+    )
+    .unwrap();
     assert_eq!(rec.agent, None);
     assert_eq!(rec.host.as_deref(), Some("a.b"));
 }
@@ -601,7 +743,12 @@ const RSS_CHILD: &str = "SLUICE_REVIEW_RSS_CHILD";
 #[test]
 fn memory_stays_flat_as_the_log_grows() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["review::tests::flat_memory_child", "--exact", "--ignored", "--nocapture"])
+        .args([
+            "review::tests::flat_memory_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
         .args(["--test-threads", "1"])
         .env(RSS_CHILD, "1")
         .output()
@@ -609,7 +756,10 @@ fn memory_stays_flat_as_the_log_grows() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("1 passed"), "the child did not run: {stdout}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child did not run: {stdout}"
+    );
 }
 
 /// Reviews a 20 MB log, then the same log grown to 200 MB with the same
@@ -640,8 +790,14 @@ fn flat_memory_child() {
     assert!(second.lines >= 10 * first.lines - 10);
     // 4 MiB: a few read buffers' worth of allocator noise, far below the
     // 180 MB the log grew by.
-    assert!(after_large <= after_small + 4096, "{after_small} KiB -> {after_large} KiB");
-    assert!(after_small <= start + 16 * 1024, "{start} KiB -> {after_small} KiB");
+    assert!(
+        after_large <= after_small + 4096,
+        "{after_small} KiB -> {after_large} KiB"
+    );
+    assert!(
+        after_small <= start + 16 * 1024,
+        "{start} KiB -> {after_small} KiB"
+    );
 }
 
 /// A few hundred distinct lines (3 agents × 60 destinations), each with a
@@ -667,7 +823,11 @@ fn big_lines() -> Vec<String> {
 /// Appends lines (cycling) until the file holds `target` bytes; returns
 /// the bytes written.
 fn append(path: &Path, lines: &[String], target: usize, mut size: usize) -> usize {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     let mut w = std::io::BufWriter::new(file);
     let start = size;
     for line in lines.iter().cycle() {
@@ -686,4 +846,157 @@ fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+// === the sample in docs/review.md ===
+
+/// The week shown in docs/review.md: run with `--nocapture` to print it.
+#[test]
+fn sample_week_for_the_docs() {
+    let dir = tempdir();
+    let day = Duration::from_secs(86_400);
+    let last_week = text(&[
+        Line::allow("orchestrator", "api.openai.com", "api.openai.com").at(before(24 * 9)),
+        Line::allow("orchestrator", "pypi.org", ".pypi.org").at(before(24 * 9)),
+    ]);
+    let old = write(dir.path(), "access-2026-11-15.jsonl", last_week.as_bytes());
+    let (baseline, _) = review(&opts(Format::Json), &[old]);
+    let baseline = write(dir.path(), "review-2026-11-16.json", baseline.as_bytes());
+
+    let mut week = Vec::new();
+    for h in [150, 100, 50, 20, 2] {
+        week.push(Line {
+            up: 18_340,
+            down: 912_330,
+            ..Line::allow("orchestrator", "api.openai.com", "api.openai.com").at(before(h))
+        });
+    }
+    week.push(Line::allow("orchestrator", "pypi.org", ".pypi.org").at(before(70)));
+    week.push(
+        Line::allow(
+            "orchestrator",
+            "files.pythonhosted.org",
+            "files.pythonhosted.org",
+        )
+        .at(before(69)),
+    );
+    for (h, host) in [
+        (60, "eu-1.cdn.acme.dev"),
+        (40, "us-2.cdn.acme.dev"),
+        (30, "ap-3.cdn.acme.dev"),
+        (5, "us-2.cdn.acme.dev"),
+    ] {
+        week.push(Line::deny("orchestrator", host, "not_allowed").at(before(h)));
+    }
+    week.push(
+        Line::deny(
+            "orchestrator",
+            "gist.githubusercontent.com",
+            "denied_by_rule",
+        )
+        .at(before(33)),
+    );
+    week.push(
+        Line::deny(
+            "orchestrator",
+            "metadata.internal.example",
+            "destination_ip_prohibited",
+        )
+        .at(before(12)),
+    );
+    week.push(
+        Line::deny("orchestrator", "10.20.0.7", "not_allowed")
+            .port(5432)
+            .at(before(11)),
+    );
+    week.push(Line {
+        reason: Some("dns_error"),
+        rule: Some(".pypi.org"),
+        ..Line::new("orchestrator", "test.pypi.org", "error").at(before(8))
+    });
+    for h in [90, 3] {
+        week.push(Line {
+            reason: Some("not_allowed"),
+            up: 2_100,
+            down: 45_000,
+            ..Line::new(
+                "security-scanner",
+                "osv-vulnerabilities.storage.googleapis.com",
+                "report",
+            )
+            .at(before(h))
+        });
+    }
+    week.push(Line {
+        agent: None,
+        ..Line::deny("-", "example.net", "unidentified").at(before(4))
+    });
+    let (first, second) = week.split_at(9);
+    let plain = format!("level=info msg=\"sluice starting\"\n{}", text(first));
+    let plain = write(dir.path(), "access.jsonl.1", plain.as_bytes());
+    let zipped = write(
+        dir.path(),
+        "access.jsonl.2.gz",
+        &gzip(text(second).as_bytes()),
+    );
+
+    let rule = |text: &str, owner: &str, expires: Option<SystemTime>| RuleInfo {
+        text: text.into(),
+        owner: Some(owner.into()),
+        reason: None,
+        expires,
+    };
+    let config = ReviewConfig {
+        ports: vec![80, 443],
+        agents: vec![
+            AgentRules {
+                name: "orchestrator".into(),
+                allow: vec![
+                    rule("api.openai.com", "ml-platform", None),
+                    rule(".pypi.org", "ml-platform", None),
+                    rule(
+                        "files.pythonhosted.org",
+                        "ml-platform",
+                        Some(now() + 9 * day),
+                    ),
+                    rule(
+                        "*.githubusercontent.com",
+                        "dev-tools",
+                        Some(now() - 2 * day),
+                    ),
+                ],
+                deny: vec![rule("gist.githubusercontent.com", "appsec", None)],
+            },
+            AgentRules {
+                name: "security-scanner".into(),
+                allow: vec![rule("api.osv.dev", "appsec", Some(now() + 120 * day))],
+                deny: vec![],
+            },
+        ],
+    };
+    let o = Options {
+        since: Some(now() - 7 * day),
+        baseline: Some(baseline),
+        format: Format::Markdown,
+        config: Some(config),
+        now: now(),
+    };
+    let (md, summary) = review(&o, &[plain, zipped]);
+    println!("{md}");
+    assert_eq!(
+        (summary.records, summary.skipped, summary.suggestions),
+        (18, 1, 2)
+    );
+    assert!(
+        md.contains("| .acme.dev | 4 | seen 4 times across 3 names"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| osv-vulnerabilities.storage.googleapis.com | 2 | seen 2 times, would be denied as not_allowed (report mode) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("- `10.20.0.7:5432` (once): an IP literal"),
+        "{md}"
+    );
 }
