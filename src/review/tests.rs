@@ -256,15 +256,17 @@ fn gzip_is_recognised_by_magic_bytes_not_name() {
 fn foreign_and_truncated_lines_are_counted_not_fatal() {
     let dir = tempdir();
     let good = Line::allow("ci", "a.example", "a.example").json();
+    let huge = format!("{{\"msg\":\"{}\"}}", "x".repeat(70_000));
     let log = format!(
-        "{good}\nlevel=info msg=\"starting\"\n{{\"level\":\"info\",\"msg\":\"hi\"}}\n\n[1,2]\n{good}\n{}",
+        "{good}\nlevel=info msg=\"starting\"\n{{\"level\":\"info\",\"msg\":\"hi\"}}\n\n[1,2]\n{huge}\n{good}\n{}",
         &good[..good.len() / 2]
     );
     let path = write(dir.path(), "mixed.log", log.as_bytes());
     let (md, summary) = review(&opts(Format::Markdown), std::slice::from_ref(&path));
-    assert_eq!((summary.lines, summary.records, summary.skipped), (6, 2, 4));
+    assert_eq!((summary.lines, summary.records, summary.skipped), (7, 2, 5));
     let expected = format!(
-        "- skipped 4 lines in `{}` (1 not JSON, 2 JSON but not sluice records, 1 truncated)",
+        "- skipped 5 lines in `{}` (1 not JSON, 2 JSON but not sluice records, \
+         1 longer than 64 KiB, 1 truncated)",
         path.display()
     );
     assert!(md.contains(&expected), "{md}");
@@ -272,7 +274,7 @@ fn foreign_and_truncated_lines_are_counted_not_fatal() {
     let s = &r.files[0].skipped_by_cause;
     assert_eq!(
         (s.not_json, s.not_sluice, s.too_long, s.truncated),
-        (1, 2, 0, 1)
+        (1, 2, 1, 1)
     );
 }
 
@@ -981,8 +983,14 @@ fn sample_week_for_the_docs() {
         config: Some(config),
         now: now(),
     };
-    let (md, summary) = review(&o, &[plain, zipped]);
+    let logs = [plain, zipped];
+    let (md, summary) = review(&o, &logs);
     println!("{md}");
+    let json = Options {
+        format: Format::Json,
+        ..o.clone()
+    };
+    println!("{}", review(&json, &logs).0);
     assert_eq!(
         (summary.records, summary.skipped, summary.suggestions),
         (18, 1, 2)
