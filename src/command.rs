@@ -33,10 +33,13 @@ pub async fn dispatch(command: Command) -> u8 {
             };
             explain(&config, &who, &dest, no_dns, format).await
         }
-        Command::Review { .. } => {
-            eprintln!("sluice: error: review is not available in this build yet");
-            2
-        }
+        Command::Review {
+            config,
+            since,
+            baseline,
+            format,
+            logs,
+        } => review(config.as_deref(), since.as_deref(), baseline, format, &logs),
     }
 }
 
@@ -108,6 +111,56 @@ async fn explain(
         Err(err) => {
             report(&err);
             1
+        }
+    }
+}
+
+fn review(
+    config: Option<&std::path::Path>,
+    since: Option<&str>,
+    baseline: Option<std::path::PathBuf>,
+    format: crate::cli::ReviewFormat,
+    logs: &[std::path::PathBuf],
+) -> u8 {
+    use crate::review;
+    let since = match since.map(|s| (s, review::parse_since(s))) {
+        None => None,
+        Some((_, Some(t))) => Some(t),
+        Some((s, None)) => {
+            eprintln!("sluice: error: --since {s:?}: not a date (YYYY-MM-DD) or RFC 3339 time");
+            return 1;
+        }
+    };
+    let config = match config {
+        None => None,
+        Some(path) => match load(path) {
+            Ok(c) => Some(review::ReviewConfig::from_config(&c)),
+            Err(code) => return code,
+        },
+    };
+    let opts = review::Options {
+        since,
+        baseline,
+        format: match format {
+            crate::cli::ReviewFormat::Markdown => review::Format::Markdown,
+            crate::cli::ReviewFormat::Json => review::Format::Json,
+        },
+        config,
+        now: SystemTime::now(),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match review::run(&opts, logs, &mut out) {
+        Ok(_) => match std::io::Write::flush(&mut out) {
+            Ok(()) => 0,
+            Err(e) => {
+                report(&e);
+                2
+            }
+        },
+        Err(e) => {
+            report(&e);
+            e.exit_code()
         }
     }
 }

@@ -32,4 +32,5 @@ pub mod identity;
 pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod review;
 pub mod telemetry;

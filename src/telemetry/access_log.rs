@@ -173,7 +173,11 @@ fn warn_behind() {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let last = LAST.load(Ordering::Relaxed);
-    if now >= last + 10 && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+    if now >= last + 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
         eprintln!(
             "sluice: the access log writer is falling behind; requests are waiting for it (see sluice_log_backpressure_total)"
         );
