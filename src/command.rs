@@ -52,11 +52,15 @@ fn report(e: &dyn Error) {
 fn load(path: &std::path::Path) -> Result<Config, u8> {
     Config::load(path).map_err(|e| {
         report(&e);
-        match e {
-            ConfigError::Io { .. } => 2,
-            ConfigError::Invalid(_) => 1,
-        }
+        exit_code(&e)
     })
+}
+
+fn exit_code(e: &ConfigError) -> u8 {
+    match e {
+        ConfigError::Io { .. } => 2,
+        ConfigError::Invalid(_) | ConfigError::Tls { .. } => 1,
+    }
 }
 
 fn check(path: &std::path::Path) -> u8 {
@@ -64,9 +68,19 @@ fn check(path: &std::path::Path) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // TLS files that exist are validated as `run` would; missing ones are
+    // only warned about (they are often secrets mounted where `run` runs).
+    let tls_warnings = match config.tls.as_ref().map(crate::proxy::tls::check) {
+        Some(Ok(w)) => w,
+        Some(Err(e)) => {
+            report(&e);
+            return exit_code(&e);
+        }
+        None => Vec::new(),
+    };
     let (summary, warnings) = explain::summary(&config, SystemTime::now());
     print!("{summary}");
-    for w in warnings {
+    for w in warnings.iter().chain(&tls_warnings) {
         eprintln!("sluice: warning: {w}");
     }
     0
@@ -119,6 +133,10 @@ async fn run(path: &std::path::Path) -> u8 {
     };
     let running = match app::start(config, app::Options::default()).await {
         Ok(r) => r,
+        Err(app::AppError::Tls(e)) => {
+            report(&e);
+            return exit_code(&e);
+        }
         Err(e) => {
             report(&e);
             return 2;

@@ -166,7 +166,7 @@ pub struct RuleEntry {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read (exit code 2).
+    /// The file (or a TLS file it names) could not be read (exit code 2).
     #[error("{}: cannot read: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -176,6 +176,10 @@ pub enum ConfigError {
     /// The file is invalid (exit code 1).
     #[error("{}", .0)]
     Invalid(Box<Invalid>),
+    /// A TLS file named in `[tls]` (certificate, key or client CA) is
+    /// readable but unusable (exit code 1). Unreadable ones are `Io`.
+    #[error("{}: {message}", path.display())]
+    Tls { path: PathBuf, message: String },
 }
 
 /// A validation error pinned to its place in the file.

@@ -4,4 +4,5 @@
 
 mod dns_stub;
 mod support;
+mod tls;
 mod tunnel;

@@ -4,4 +4,5 @@
 
 pub mod dns;
 pub mod net;
+pub mod pki;
 pub mod proxy;
