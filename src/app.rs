@@ -1,7 +1,8 @@
-//! `sluice run`: wiring only. Bind the listeners, build the shared state,
-//! start the proxy, admin and reload tasks, and on shutdown drain: readiness
-//! off, stop accepting, let open connections finish within
-//! `limits.shutdown_grace`, cancel the rest, flush the access log.
+//! `sluice run`: wiring only. Load the TLS material, bind the listeners,
+//! build the shared state, start the proxy (plain and TLS), admin and reload
+//! tasks, and on shutdown drain: readiness off, stop accepting, let open
+//! connections finish within `limits.shutdown_grace`, cancel the rest, flush
+//! the access log.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS listener's certificate, key or client CA (the message names the file).
+    #[error("tls: {0}")]
+    Tls(#[source] ConfigError),
     #[error("dns: {0}")]
     Dns(#[from] crate::dns::DnsError),
     #[error("metrics: {0}")]
@@ -54,6 +58,8 @@ pub struct Options {
 #[derive(Debug)]
 pub struct Running {
     pub proxy_addr: SocketAddr,
+    /// The TLS listener's address, when `proxy.tls_listen` is set.
+    pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub state: Arc<State>,
     stop: watch::Sender<bool>,
@@ -82,10 +88,26 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
             .await
             .map_err(|source| AppError::Bind { what, addr, source })
     };
+    // TLS material first: a bad certificate must fail before any socket is bound.
+    let tls = match (&config.tls, config.proxy.tls_listen) {
+        (Some(tls), Some(addr)) => Some((
+            crate::proxy::tls::server_config(tls).map_err(AppError::Tls)?,
+            addr,
+        )),
+        _ => None,
+    };
     let proxy_listener = bind("the proxy listener", config.proxy.listen).await?;
     let admin_listener = bind("the admin listener", config.admin.listen).await?;
     let proxy_addr = local_addr(&proxy_listener, config.proxy.listen);
     let admin_addr = local_addr(&admin_listener, config.admin.listen);
+    let (tls_listener, tls_addr) = match &tls {
+        Some((_, addr)) => {
+            let listener = bind("the TLS proxy listener", *addr).await?;
+            let bound = local_addr(&listener, *addr);
+            (Some(listener), Some(bound))
+        }
+        None => (None, None),
+    };
 
     let output = match (&config.log.path, opts.log_tap_only) {
         (_, true) => access_log::Output::TapOnly,
@@ -102,12 +124,15 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
     let policy = Arc::new(Policy::new(config.clone()));
     metrics.last_reload_success.set(unix_now());
     let state = Arc::new(State::new(policy, resolver, metrics.clone(), log));
+    if let Some((server_config, _)) = tls {
+        state.set_tls(server_config);
+    }
 
     let (stop, stop_rx) = watch::channel(false);
     let (kill, kill_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     let tracker = Arc::new(Tracker::default());
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(proxy::serve(
             proxy_listener,
             state.clone(),
@@ -120,18 +145,28 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
             admin_listener,
             metrics,
             ready.clone(),
-            kill_rx,
+            kill_rx.clone(),
         )),
         tokio::spawn(crate::reload::watch(
             state.clone(),
             config.path.clone(),
-            stop_rx,
+            stop_rx.clone(),
         )),
     ];
+    if let Some(listener) = tls_listener {
+        tasks.push(tokio::spawn(proxy::tls::serve(
+            listener,
+            state.clone(),
+            tracker.clone(),
+            stop_rx,
+            kill_rx,
+        )));
+    }
     ready.store(true, Ordering::Release);
-    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, agents = config.agents.len(), "sluice is serving");
+    tracing::info!(proxy = %proxy_addr, tls = ?tls_addr, admin = %admin_addr, agents = config.agents.len(), "sluice is serving");
     Ok(Running {
         proxy_addr,
+        tls_addr,
         admin_addr,
         state,
         stop,

@@ -55,11 +55,15 @@ fn report(e: &dyn Error) {
 fn load(path: &std::path::Path) -> Result<Config, u8> {
     Config::load(path).map_err(|e| {
         report(&e);
-        match e {
-            ConfigError::Io { .. } => 2,
-            ConfigError::Invalid(_) => 1,
-        }
+        exit_code(&e)
     })
+}
+
+fn exit_code(e: &ConfigError) -> u8 {
+    match e {
+        ConfigError::Io { .. } => 2,
+        ConfigError::Invalid(_) | ConfigError::Tls { .. } => 1,
+    }
 }
 
 fn check(path: &std::path::Path) -> u8 {
@@ -67,9 +71,19 @@ fn check(path: &std::path::Path) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // TLS files that exist are validated as `run` would; missing ones are
+    // only warned about (they are often secrets mounted where `run` runs).
+    let tls_warnings = match config.tls.as_ref().map(crate::proxy::tls::check) {
+        Some(Ok(w)) => w,
+        Some(Err(e)) => {
+            report(&e);
+            return exit_code(&e);
+        }
+        None => Vec::new(),
+    };
     let (summary, warnings) = explain::summary(&config, SystemTime::now());
     print!("{summary}");
-    for w in warnings {
+    for w in warnings.iter().chain(&tls_warnings) {
         eprintln!("sluice: warning: {w}");
     }
     0
@@ -170,15 +184,21 @@ async fn run(path: &std::path::Path) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let running = match app::start(config, app::Options::default()).await {
-        Ok(r) => r,
+    // Before anything is bound: a SIGTERM that arrives during start-up must
+    // drain, not kill the process with its default action.
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
         Err(e) => {
             report(&e);
             return 2;
         }
     };
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
+    let running = match app::start(config, app::Options::default()).await {
+        Ok(r) => r,
+        Err(app::AppError::Tls(e)) => {
+            report(&e);
+            return exit_code(&e);
+        }
         Err(e) => {
             report(&e);
             return 2;

@@ -24,10 +24,6 @@ use crate::policy::rules::{self, RuleSpec};
 pub struct Config {
     /// The file it came from (for messages and relative paths).
     pub path: PathBuf,
-    /// SHA-256 of the text it was parsed from: the reloader compares the
-    /// file on disk against it, so a change made before the watcher's
-    /// first look is not missed.
-    pub digest: [u8; 32],
     pub proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub dns: DnsConfig,
@@ -170,7 +166,7 @@ pub struct RuleEntry {
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read (exit code 2).
+    /// The file (or a TLS file it names) could not be read (exit code 2).
     #[error("{}: cannot read: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -180,6 +176,10 @@ pub enum ConfigError {
     /// The file is invalid (exit code 1).
     #[error("{}", .0)]
     Invalid(Box<Invalid>),
+    /// A TLS file named in `[tls]` (certificate, key or client CA) is
+    /// readable but unusable (exit code 1). Unreadable ones are `Io`.
+    #[error("{}: {message}", path.display())]
+    Tls { path: PathBuf, message: String },
 }
 
 /// A validation error pinned to its place in the file.
@@ -664,10 +664,6 @@ impl Cx<'_> {
 
         Ok(Config {
             path: self.path.to_owned(),
-            digest: sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
-                self.text,
-            ))
-            .into(),
             proxy: ProxyConfig {
                 listen: proxy.listen,
                 tls_listen: proxy.tls_listen.map(Spanned::into_inner),

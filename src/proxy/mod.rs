@@ -1,8 +1,10 @@
 //! The proxy listener: accept client connections and give each its own
 //! task ([`handler::Conn`]). Owns the shared [`State`] that every request
-//! reads, and the [`Tracker`] that shutdown waits on.
+//! reads, and the [`Tracker`] that shutdown waits on. The TLS listener
+//! (tls.rs) shares both and hands its decrypted streams to the same handler.
 //!
-//! Module map, in request order: head.rs (read the head) → target.rs (what
+//! Module map, in request order: tls.rs (TLS listener only: handshake and
+//! client certificate) → head.rs (read the head) → target.rs (what
 //! it asks for) → handler.rs (identify, decide, resolve) → connect.rs →
 //! relay.rs (CONNECT, with sni.rs) or forward.rs (absolute-form, with
 //! chunked.rs) → error.rs (refusals).
@@ -16,13 +18,15 @@ pub mod head;
 pub mod relay;
 pub mod sni;
 pub mod target;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arc_swap::ArcSwap;
-use tokio::io::AsyncWriteExt;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use rustls::ServerConfig;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
@@ -47,10 +51,12 @@ impl ClientIo for TcpStream {
 }
 
 /// What every request reads: the current policy (swapped whole on reload),
-/// the resolver, metrics and the access log.
+/// the resolver, metrics and the access log; and, when the TLS listener
+/// runs, its server configuration (also swapped on reload).
 #[derive(Debug)]
 pub struct State {
     policy: ArcSwap<Policy>,
+    tls: ArcSwapOption<ServerConfig>,
     pub resolver: Resolver,
     pub metrics: Metrics,
     pub log: Sink,
@@ -60,6 +66,7 @@ impl State {
     pub fn new(policy: Arc<Policy>, resolver: Resolver, metrics: Metrics, log: Sink) -> State {
         State {
             policy: ArcSwap::new(policy),
+            tls: ArcSwapOption::empty(),
             resolver,
             metrics,
             log,
@@ -75,6 +82,18 @@ impl State {
     /// Installs a new policy for new requests.
     pub fn set_policy(&self, policy: Arc<Policy>) {
         self.policy.store(policy);
+    }
+
+    /// The TLS listener's server configuration (certificate, key, client
+    /// CA) for the next handshake; `None` when no TLS listener runs.
+    pub fn tls(&self) -> Option<Arc<ServerConfig>> {
+        self.tls.load_full()
+    }
+
+    /// Installs TLS material for new handshakes; sessions already
+    /// established keep the one they were made with.
+    pub fn set_tls(&self, tls: Arc<ServerConfig>) {
+        self.tls.store(Some(tls));
     }
 }
 
@@ -181,22 +200,34 @@ pub async fn serve(
                 });
             }
             None => {
-                tokio::spawn(over_limit(state.clone(), stream, peer));
+                tokio::spawn(over_limit(state.clone(), stream, peer, None));
             }
         }
     }
 }
 
-/// Answers 503 to a connection beyond `limits.max_connections`.
-async fn over_limit(state: Arc<State>, mut stream: TcpStream, peer: SocketAddr) {
+/// Answers 503 to a connection beyond `limits.max_connections`. The log
+/// names the agent its certificate (`spiffe`, TLS listener) or source
+/// address points to, if any: there is no head to read a token from.
+async fn over_limit<S: AsyncWrite + Unpin>(
+    state: Arc<State>,
+    mut stream: S,
+    peer: SocketAddr,
+    spiffe: Option<&str>,
+) {
     let policy = state.policy();
     let err = error::ProxyError::ConnectionLimit;
     let mut log = Entry::new(&state.log, peer);
     log.record.decision = err.decision();
     log.record.reason = Some(err.reason());
     log.record.status = Some(503);
-    if let Some(id) = policy.identities.by_source(peer.ip()) {
-        log.record.agent = Some(policy.agent(id).name.clone());
+    let evidence = crate::identity::Evidence {
+        peer: peer.ip(),
+        spiffe_id: spiffe,
+        proxy_authorization: None,
+    };
+    if let Ok(who) = policy.identities.identify(&evidence) {
+        log.record.agent = Some(policy.agent(who.agent).name.clone());
     }
     let cx = error::Context {
         agent: None,

@@ -52,6 +52,10 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<&'static str>,
     pub reason: Option<&'static str>,
+    /// With reason `tls_handshake`: why the handshake failed (the `kind`
+    /// of `sluice_tls_handshake_failures_total`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_error: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -210,6 +214,12 @@ fn id_prefix() -> u64 {
 impl Entry {
     /// Starts a record for a request from `src`.
     pub fn new(sink: &Sink, src: SocketAddr) -> Entry {
+        Entry::started_at(sink, src, Instant::now())
+    }
+
+    /// A record for something that began at `started`, before it was known
+    /// to need a line (a TLS handshake that then failed).
+    pub fn started_at(sink: &Sink, src: SocketAddr, started: Instant) -> Entry {
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Entry {
             record: Record {
@@ -218,7 +228,7 @@ impl Entry {
                 decision: "deny",
                 ..Record::default()
             },
-            started: Instant::now(),
+            started,
             sink: Some(sink.clone()),
         }
     }

@@ -11,4 +11,5 @@ mod dns_stub;
 mod lifecycle;
 mod sni;
 mod support;
+mod tls;
 mod tunnel;

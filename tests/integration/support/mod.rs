@@ -7,5 +7,6 @@
 
 pub mod dns;
 pub mod net;
+pub mod pki;
 pub mod proxy;
 pub mod tls_origin;

@@ -22,6 +22,7 @@ pub fn proxy(toml: &str) -> ProxyBuilder {
         toml: toml.to_owned(),
         dns: None,
         dns_timeout: "2s".to_owned(),
+        tls_listen: false,
     }
 }
 
@@ -29,6 +30,7 @@ pub struct ProxyBuilder {
     toml: String,
     dns: Option<SocketAddr>,
     dns_timeout: String,
+    tls_listen: bool,
 }
 
 impl ProxyBuilder {
@@ -42,13 +44,24 @@ impl ProxyBuilder {
         self
     }
 
+    /// Adds `proxy.tls_listen` on 127.0.0.1:0 (the test supplies `[tls]`).
+    pub fn tls_listen(mut self) -> Self {
+        self.tls_listen = true;
+        self
+    }
+
     /// The complete TOML this builder produces.
     pub fn config_text(&self) -> String {
         // Without a DNS stub, point at a closed loopback port: nothing may
         // ever reach the machine's resolver.
         let ns = self.dns.map_or("127.0.0.1:9".to_owned(), |a| a.to_string());
+        let tls = if self.tls_listen {
+            "tls_listen = \"127.0.0.1:0\"\n"
+        } else {
+            ""
+        };
         format!(
-            "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n{tls}[admin]\nlisten = \"127.0.0.1:0\"\n\
              [dns]\nnameservers = [\"{ns}\"]\ntimeout = \"{}\"\nhosts_file = false\n{}",
             self.dns_timeout, self.toml
         )
@@ -73,6 +86,7 @@ impl ProxyBuilder {
         .unwrap();
         Proxy {
             addr: running.proxy_addr,
+            tls: running.tls_addr,
             admin: running.admin_addr,
             running: Some(running),
             logs: rx,
@@ -84,6 +98,8 @@ impl ProxyBuilder {
 
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The TLS listener, when the config sets `proxy.tls_listen`.
+    pub tls: Option<SocketAddr>,
     pub admin: SocketAddr,
     running: Option<Running>,
     logs: mpsc::UnboundedReceiver<String>,
