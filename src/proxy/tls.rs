@@ -33,15 +33,13 @@ use tokio::time::{Duration, timeout};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::ClientIo;
-
-/// TLS client connections relay through the generic (buffered) path.
-impl ClientIo for TlsStream<TcpStream> {}
-
 use crate::config::{ConfigError, TlsConfig};
 use crate::telemetry::access_log::Entry;
 
-use super::{Slot, State, Tracker, handler, stopped};
+use super::{ClientIo, Slot, State, Tracker, handler, stopped};
+
+/// TLS client connections relay through the generic (buffered) path.
+impl ClientIo for TlsStream<TcpStream> {}
 
 /// Reads the certificate chain, key and client CA named in `tls` and builds
 /// the server side: TLS 1.3 and 1.2 (ring), client certificates required,
