@@ -26,7 +26,7 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /usr/local/bin/sluice /usr/local/bin/sluice
 # A default configuration so that `docker run` works out of the box. On
 # Kubernetes the ConfigMap is mounted over /etc/sluice and replaces it.
-COPY config/example.toml /etc/sluice/sluice.toml
+COPY config/container.toml /etc/sluice/sluice.toml
 USER 65532:65532
 # 3128: HTTP proxy (CONNECT and absolute-form); 9090: admin (/metrics, /healthz, /readyz).
 EXPOSE 3128 9090
