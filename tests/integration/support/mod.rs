@@ -2,6 +2,7 @@
 //! inspect, and sluice itself in-process.
 #![allow(dead_code, reason = "each test module uses a different subset of the fixtures")]
 
+pub mod auth;
 pub mod dns;
 pub mod net;
 pub mod proxy;
