@@ -167,7 +167,7 @@ pub struct RuleEntry {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file (or a TLS file it names) could not be read (exit code 2).
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read the file", path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -7,8 +7,12 @@
     reason = "fixtures and helpers are test steps: a failed step is a failed test"
 )]
 
+mod cli;
 mod dns_stub;
+mod forward;
+mod identity;
 mod lifecycle;
+mod refusals;
 mod sni;
 mod support;
 mod tls;

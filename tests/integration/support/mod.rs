@@ -5,6 +5,7 @@
     reason = "each test module uses a different subset of the fixtures"
 )]
 
+pub mod auth;
 pub mod dns;
 pub mod net;
 pub mod pki;

@@ -1,0 +1,560 @@
+//! Absolute-form HTTP through sluice with real clients (curl, reqwest) and
+//! raw sockets, judged by what the origin received: the origin-form request
+//! line, hop-by-hop and `Proxy-*` headers gone, Host supplied, bodies
+//! streamed (Content-Length and chunked), keep-alive on both sides, one log
+//! line per request; and the request-smuggling shapes refused with 400.
+//!
+//! Not here: CONNECT tunnels (tunnel.rs) and refusals by policy (refusals.rs).
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Stdio;
+use std::sync::Once;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::support::auth::{proxy_authorization, sha256_hex};
+use crate::support::dns::{DnsServer, dns};
+use crate::support::net::{self, Origin, Response};
+use crate::support::proxy::{Proxy, proxy};
+
+/// Source address of the test agent "ci".
+const CI: [u8; 4] = [127, 0, 0, 11];
+const CI_IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 11));
+/// How long a client command may take before the test fails.
+const CLIENT_WAIT: Duration = Duration::from_secs(5);
+
+/// Agent "ci" (source .11, or token "ci-token") may reach api.example.com on `port`.
+fn ci(port: u16, extra: &str) -> String {
+    format!(
+        "[egress]\nallow_cidrs = [\"127.0.0.1/32\"]\n[limits]\nhead_timeout = \"1s\"\n{extra}\n\
+         [[agent]]\nname = \"ci\"\nsources = [\"127.0.0.11\"]\ntoken_sha256 = [\"{}\"]\n\
+         allow = [\"api.example.com:{port}\"]\n",
+        sha256_hex("ci-token")
+    )
+}
+
+async fn setup(extra: &str) -> (Origin, DnsServer, Proxy) {
+    let origin = Origin::start([127, 0, 0, 1]).await;
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let p = proxy(&ci(origin.port(), extra)).dns(&dns).run().await;
+    (origin, dns, p)
+}
+
+/// The header names (lower-case) of the request the origin echoed back.
+fn header_names(echo: &str) -> Vec<String> {
+    echo.split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, _)| n.trim().to_ascii_lowercase())
+        .collect()
+}
+
+/// The headers a proxy must never pass on, given `Connection: x-hop`.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "x-hop",
+    "proxy-authorization",
+];
+
+fn assert_no_hop_by_hop(echo: &str) {
+    let names = header_names(echo);
+    for h in HOP_BY_HOP {
+        assert!(
+            !names.iter().any(|n| n == h),
+            "{h} reached the origin:\n{echo}"
+        );
+    }
+}
+
+/// Runs curl with `args` after the common proxy options; fails clearly when
+/// curl is not installed (CI installs it).
+async fn curl(p: &Proxy, args: &[&str], stdin: Option<&[u8]>) -> String {
+    let proxy_url = format!("http://{}", p.addr);
+    let mut cmd = tokio::process::Command::new("curl");
+    // -q: ignore ~/.curlrc; --noproxy "": ignore NO_PROXY from the environment.
+    cmd.args([
+        "-q",
+        "-sS",
+        "--noproxy",
+        "",
+        "-x",
+        &proxy_url,
+        "--interface",
+        "127.0.0.11",
+    ])
+    .args(args)
+    .stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("curl is not installed (these tests drive it as a real client): {e}")
+        }
+        Err(e) => panic!("cannot run curl: {e}"),
+    };
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(input).await.unwrap();
+        drop(pipe);
+    }
+    let out = tokio::time::timeout(CLIENT_WAIT, child.wait_with_output())
+        .await
+        .expect("curl did not finish in time")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn assert_forward_log(log: &Value, method: &str, path: &str) {
+    assert_eq!(log["agent"], "ci", "{log}");
+    assert_eq!(log["method"], method, "{log}");
+    assert_eq!(log["host"], "api.example.com", "{log}");
+    assert_eq!(log["path"], path, "{log}");
+    assert_eq!(log["decision"], "allow", "{log}");
+    assert!(log["reason"].is_null(), "{log}");
+    assert_eq!(log["status"], 200, "{log}");
+    assert_eq!(log["ip"], "127.0.0.1", "{log}");
+    assert_eq!(log["ips"], serde_json::json!(["127.0.0.1"]), "{log}");
+}
+
+#[tokio::test]
+async fn curl_get_arrives_in_origin_form_without_hop_by_hop_headers() {
+    let (origin, _dns, mut p) = setup("").await;
+    let url = format!("http://api.example.com:{}/path/to?q=1&r=2", origin.port());
+    let echo = curl(
+        &p,
+        &[
+            "-H",
+            "X-Custom: kept",
+            "-H",
+            "Connection: x-hop",
+            "-H",
+            "X-Hop: dropped",
+            "-H",
+            "Keep-Alive: timeout=5",
+            "-H",
+            "Proxy-Connection: keep-alive",
+            "-H",
+            "TE: trailers",
+            "-H",
+            "Trailer: X-Sum",
+            &url,
+        ],
+        None,
+    )
+    .await;
+    assert!(
+        echo.starts_with("GET /path/to?q=1&r=2 HTTP/1.1\r\n"),
+        "{echo}"
+    );
+    assert!(
+        echo.contains(&format!("\r\nHost: api.example.com:{}\r\n", origin.port())),
+        "{echo}"
+    );
+    assert!(echo.contains("\r\nX-Custom: kept\r\n"), "{echo}");
+    assert!(echo.contains("\r\nUser-Agent: curl/"), "{echo}");
+    assert_no_hop_by_hop(&echo);
+    let log = p.next_log().await;
+    assert_forward_log(&log, "GET", "/path/to");
+    assert!(
+        log.get("query").is_none(),
+        "query logged without include_query: {log}"
+    );
+    assert_eq!(log["identity"], "source");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn curl_with_proxy_credentials_never_passes_them_on() {
+    let (origin, _dns, mut p) = setup("").await;
+    let url = format!("http://api.example.com:{}/auth", origin.port());
+    let echo = curl(&p, &["--proxy-user", "ci:ci-token", &url], None).await;
+    assert!(echo.starts_with("GET /auth HTTP/1.1\r\n"), "{echo}");
+    assert_no_hop_by_hop(&echo);
+    let log = p.next_log().await;
+    assert_forward_log(&log, "GET", "/auth");
+    assert_eq!(log["identity"], "token");
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn curl_posts_a_content_length_body_and_a_chunked_body() {
+    let (origin, _dns, mut p) = setup("").await;
+    let url = format!("http://api.example.com:{}/submit", origin.port());
+    let echo = curl(&p, &["--data-binary", "hello=world", &url], None).await;
+    assert!(echo.starts_with("POST /submit HTTP/1.1\r\n"), "{echo}");
+    assert!(echo.contains("\r\nContent-Length: 11\r\n"), "{echo}");
+    assert!(echo.ends_with("\r\n\r\nbody=hello=world"), "{echo}");
+    assert_forward_log(&p.next_log().await, "POST", "/submit");
+
+    let body = "a chunked body, streamed from stdin";
+    let echo = curl(
+        &p,
+        &[
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            "@-",
+            &url,
+        ],
+        Some(body.as_bytes()),
+    )
+    .await;
+    assert!(echo.starts_with("POST /submit HTTP/1.1\r\n"), "{echo}");
+    assert!(
+        echo.contains("\r\nTransfer-Encoding: chunked\r\n"),
+        "{echo}"
+    );
+    assert!(echo.ends_with(&format!("\r\n\r\nbody={body}")), "{echo}");
+    let log = p.next_log().await;
+    assert_forward_log(&log, "POST", "/submit");
+    assert!(
+        log["bytes_up"].as_u64().unwrap() > body.len() as u64,
+        "{log}"
+    );
+    p.shutdown().await;
+}
+
+fn reqwest_client(p: &Proxy) -> reqwest::Client {
+    static PROVIDER: Once = Once::new();
+    // reqwest's rustls backend wants a process-wide provider even for plain http.
+    PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+        .no_proxy()
+        .proxy(reqwest::Proxy::http(format!("http://{}", p.addr)).unwrap())
+        .local_address(CI_IP)
+        .timeout(CLIENT_WAIT)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reqwest_get_and_post_arrive_as_sent_minus_hop_by_hop() {
+    let (origin, _dns, mut p) = setup("").await;
+    let client = reqwest_client(&p);
+    let base = format!("http://api.example.com:{}", origin.port());
+
+    let rsp = client
+        .get(format!("{base}/r?x=1"))
+        .header("X-Custom", "kept")
+        .header("Connection", "x-hop")
+        .header("X-Hop", "dropped")
+        .header("Keep-Alive", "timeout=5")
+        .header("Proxy-Connection", "keep-alive")
+        .header("TE", "trailers")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let echo = rsp.text().await.unwrap();
+    assert!(echo.starts_with("GET /r?x=1 HTTP/1.1\r\n"), "{echo}");
+    assert!(
+        echo.contains(&format!("\r\nhost: api.example.com:{}\r\n", origin.port())),
+        "{echo}"
+    );
+    assert!(echo.contains("\r\nx-custom: kept\r\n"), "{echo}");
+    assert_no_hop_by_hop(&echo);
+    assert_forward_log(&p.next_log().await, "GET", "/r");
+
+    let rsp = client
+        .post(format!("{base}/post"))
+        .body("payload bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 200);
+    let echo = rsp.text().await.unwrap();
+    assert!(echo.starts_with("POST /post HTTP/1.1\r\n"), "{echo}");
+    assert!(echo.contains("\r\ncontent-length: 13\r\n"), "{echo}");
+    assert!(echo.ends_with("body=payload bytes"), "{echo}");
+    assert_forward_log(&p.next_log().await, "POST", "/post");
+    p.shutdown().await;
+}
+
+/// Two requests on one kept-alive client connection: one upstream
+/// connection, two lines, the query only when `include_query` is set.
+async fn keep_alive(include_query: bool) {
+    let extra = format!("[log]\ninclude_query = {include_query}\n");
+    let (origin, _dns, mut p) = setup(&extra).await;
+    let client = reqwest_client(&p);
+    let base = format!("http://api.example.com:{}", origin.port());
+    for path in ["/one?a=1", "/two"] {
+        let rsp = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(rsp.status(), 200);
+        let echo = rsp.text().await.unwrap();
+        assert!(
+            echo.starts_with(&format!("GET {path} HTTP/1.1\r\n")),
+            "{echo}"
+        );
+    }
+    let first = p.next_log().await;
+    let second = p.next_log().await;
+    assert_forward_log(&first, "GET", "/one");
+    assert_forward_log(&second, "GET", "/two");
+    assert_eq!(
+        first["src"], second["src"],
+        "the client connection was not kept alive"
+    );
+    if include_query {
+        assert_eq!(first["query"], "a=1", "{first}");
+    } else {
+        assert!(first.get("query").is_none(), "{first}");
+    }
+    assert!(second.get("query").is_none(), "{second}");
+    assert_eq!(
+        origin.connections(),
+        1,
+        "the upstream connection was not reused"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn keep_alive_reuses_both_connections_and_logs_each_request() {
+    keep_alive(false).await;
+}
+
+#[tokio::test]
+async fn keep_alive_logs_the_query_when_include_query_is_set() {
+    keep_alive(true).await;
+}
+
+#[tokio::test]
+async fn raw_requests_get_host_added_and_every_hop_by_hop_header_removed() {
+    let (origin, _dns, mut p) = setup("").await;
+    let port = origin.port();
+    let mut s = net::connect_from(CI, p.addr).await;
+    // HTTP/1.0 without Host: sluice supplies it.
+    let rsp = net::exchange(
+        &mut s,
+        &format!("GET http://api.example.com:{port}/old HTTP/1.0\r\nX-A: 1\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(rsp.status, 200, "{rsp:?}");
+    assert!(
+        rsp.body.starts_with("GET /old HTTP/1.0\r\n"),
+        "{}",
+        rsp.body
+    );
+    assert!(
+        rsp.body
+            .contains(&format!("\r\nHost: api.example.com:{port}\r\n")),
+        "{}",
+        rsp.body
+    );
+    assert_forward_log(&p.next_log().await, "GET", "/old");
+
+    // HTTP/1.1 without Host, port 80 implied in the Host check; every
+    // hop-by-hop header listed or implied, and valid proxy credentials.
+    let mut s = net::connect_from([127, 0, 0, 99], p.addr).await;
+    let raw = format!(
+        "GET http://api.example.com:{port}/new HTTP/1.1\r\n\
+         Connection: keep-alive, X-Hop\r\nConnection: X-Other\r\nX-Hop: 1\r\nX-Other: 2\r\n\
+         Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n\
+         Trailer: X-Sum\r\nUpgrade: h2c\r\n{}Proxy-Anything: x\r\nX-End: kept\r\n\r\n",
+        proxy_authorization("ci", "ci-token")
+    );
+    let rsp = net::exchange(&mut s, &raw).await;
+    assert_eq!(rsp.status, 200, "{rsp:?}");
+    let echo = &rsp.body;
+    assert!(echo.starts_with("GET /new HTTP/1.1\r\n"), "{echo}");
+    assert!(
+        echo.contains(&format!("\r\nHost: api.example.com:{port}\r\n")),
+        "{echo}"
+    );
+    assert_no_hop_by_hop(echo);
+    let names = header_names(echo);
+    for gone in ["x-other", "upgrade", "proxy-anything"] {
+        assert!(
+            !names.iter().any(|n| n == gone),
+            "{gone} reached the origin:\n{echo}"
+        );
+    }
+    assert!(echo.contains("\r\nX-End: kept\r\n"), "{echo}");
+    let log = p.next_log().await;
+    assert_forward_log(&log, "GET", "/new");
+    assert_eq!(log["identity"], "token");
+    p.shutdown().await;
+}
+
+/// An origin that reports when the first chunk of a request body has
+/// arrived, then reads to the end of the chunked body and answers with the
+/// raw bytes it received.
+async fn chunk_watcher() -> (SocketAddr, oneshot::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut tx = Some(tx);
+        while !got.ends_with(b"0\r\n\r\n") {
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return;
+            }
+            got.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&got).contains("\r\n\r\n5\r\nfirst\r\n") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        let head = String::from_utf8_lossy(&got).into_owned();
+        let rsp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{head}",
+            head.len()
+        );
+        s.write_all(rsp.as_bytes()).await.unwrap();
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_streamed_not_buffered() {
+    let (addr, first_chunk) = chunk_watcher().await;
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let mut p = proxy(&ci(addr.port(), "")).dns(&dns).run().await;
+    let mut s = net::connect_from(CI, p.addr).await;
+    let head = format!(
+        "POST http://api.example.com:{}/up HTTP/1.1\r\nHost: api.example.com:{}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+        addr.port(),
+        addr.port()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The origin must see the first chunk before the client sends the rest.
+    tokio::time::timeout(Duration::from_secs(2), first_chunk)
+        .await
+        .expect("the first chunk never reached the origin: the body was buffered")
+        .unwrap();
+    let rsp = net::exchange(&mut s, "6\r\nsecond\r\n0\r\n\r\n").await;
+    assert_eq!(rsp.status, 200, "{rsp:?}");
+    assert!(
+        rsp.body.starts_with("POST /up HTTP/1.1\r\n"),
+        "{}",
+        rsp.body
+    );
+    assert!(
+        rsp.body
+            .ends_with("\r\n\r\n5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n"),
+        "{}",
+        rsp.body
+    );
+    let log = p.next_log().await;
+    assert_eq!(log["method"], "POST");
+    assert_eq!(log["status"], 200);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_smuggling_shapes_are_refused_before_anything_goes_upstream() {
+    let (origin, dns, mut p) = setup("").await;
+    let port = origin.port();
+    let url = format!("http://api.example.com:{port}/s");
+    let host = format!("Host: api.example.com:{port}\r\n");
+    let cases = [
+        format!(
+            "POST {url} HTTP/1.1\r\n{host}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ),
+        format!(
+            "POST {url} HTTP/1.1\r\n{host}Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"
+        ),
+        format!("POST {url} HTTP/1.1\r\n{host}Content-Length: 5, 6\r\n\r\nhello!"),
+        format!("POST {url} HTTP/1.1\r\n{host}Content-Length: -5\r\n\r\n"),
+        format!("POST {url} HTTP/1.1\r\n{host}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"),
+        format!(
+            "POST {url} HTTP/1.1\r\n{host}Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n"
+        ),
+        format!("POST {url} HTTP/1.0\r\n{host}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        format!("GET {url} HTTP/1.1\r\n{host}X-Folded: a\r\n b\r\n\r\n"),
+        format!("GET {url} HTTP/1.1\r\nHost: other.example.com\r\n\r\n"),
+        format!(
+            "GET {url} HTTP/1.1\r\nHost: api.example.com:{}\r\n\r\n",
+            port + 1
+        ),
+        "GET http://api.example.com/s HTTP/1.1\r\nHost: api.example.com:8080\r\n\r\n".to_owned(),
+        format!("GET {url} HTTP/1.1\r\n{host}{host}\r\n"),
+        format!("GET {url}#frag HTTP/1.1\r\n{host}\r\n"),
+    ];
+    for raw in &cases {
+        let mut s = net::connect_from(CI, p.addr).await;
+        let rsp = net::exchange(&mut s, raw).await;
+        assert_eq!(rsp.status, 400, "{raw:?}: {rsp:?}");
+        assert_eq!(
+            rsp.header("proxy-status"),
+            Some("sluice; error=http_request_error"),
+            "{raw:?}"
+        );
+        let log = p.next_log().await;
+        assert_eq!(log["agent"], "ci", "{raw:?}: {log}");
+        assert_eq!(log["decision"], "deny", "{raw:?}: {log}");
+        assert_eq!(log["reason"], "malformed", "{raw:?}: {log}");
+        assert_eq!(log["status"], 400, "{raw:?}: {log}");
+    }
+    assert_eq!(
+        origin.connections(),
+        0,
+        "a smuggling-shaped request reached the origin"
+    );
+    assert_eq!(dns.total_queries(), 0);
+    assert_eq!(
+        p.metric("sluice_requests_total{agent=\"ci\",decision=\"deny\",reason=\"malformed\"}")
+            .await,
+        cases.len() as f64
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_in_absolute_form_is_400() {
+    let (origin, _dns, mut p) = setup("").await;
+    let mut s = net::connect_from(CI, p.addr).await;
+    let rsp: Response = net::exchange(
+        &mut s,
+        &format!(
+            "GET https://api.example.com:{}/ HTTP/1.1\r\nHost: api.example.com\r\n\r\n",
+            origin.port()
+        ),
+    )
+    .await;
+    assert_eq!(rsp.status, 400, "{rsp:?}");
+    assert_eq!(
+        rsp.header("proxy-status"),
+        Some("sluice; error=http_request_error")
+    );
+    assert_eq!(
+        rsp.body,
+        "sluice: malformed request: https:// in absolute form is not proxied: use CONNECT for TLS\n"
+    );
+    drop(s);
+    let log = p.next_log().await;
+    assert_eq!(log["reason"], "malformed");
+    assert_eq!(origin.connections(), 0);
+    p.shutdown().await;
+}
