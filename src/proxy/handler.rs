@@ -239,9 +239,13 @@ impl<S: ClientIo> Conn<S> {
             Host::Ip(ip) => vec![*ip],
             Host::Name(name) => {
                 let m = &self.state.metrics;
-                match self.state.resolver.resolve(name).await {
+                let started = Instant::now();
+                let resolved = self.state.resolver.resolve(name).await;
+                // Every lookup is observed, failed ones too: the histogram's
+                // count is the denominator of the DNS error rate.
+                m.dns_lookup.observe(started.elapsed().as_secs_f64());
+                match resolved {
                     Ok(r) => {
-                        m.dns_lookup.observe(r.elapsed.as_secs_f64());
                         log.record.dns_ms = Some(ms(r.elapsed));
                         log.record.ips = Some(r.ips.clone());
                         r.ips
