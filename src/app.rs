@@ -197,13 +197,19 @@ impl Running {
     /// Drains and stops: readiness off, listeners closed, open connections
     /// given `limits.shutdown_grace` (or `grace` if given), the access log
     /// flushed. Every request that happened has its line when this returns.
-    pub async fn shutdown(self, grace: Option<Duration>) -> Drain {
+    ///
+    /// `force` cuts the grace period short (a second signal): open
+    /// connections are cut at once, and their lines are still written.
+    pub async fn shutdown(self, grace: Option<Duration>, force: impl Future<Output = ()>) -> Drain {
         let grace = grace.unwrap_or(self.state.policy().config.limits.shutdown_grace);
         self.ready.store(false, Ordering::Release);
         let _ = self.stop.send(true);
-        let drain = match tokio::time::timeout(grace, self.tracker.drained()).await {
-            Ok(()) => Drain::Graceful,
-            Err(_) => Drain::Forced(self.tracker.open()),
+        let drain = tokio::select! {
+            res = tokio::time::timeout(grace, self.tracker.drained()) => match res {
+                Ok(()) => Drain::Graceful,
+                Err(_) => Drain::Forced(self.tracker.open()),
+            },
+            () = force => Drain::Forced(self.tracker.open()),
         };
         // Whatever is still open now is cut: its task is cancelled, and its
         // access-log entry is written from Drop on the way out.

@@ -206,14 +206,14 @@ async fn run(path: &std::path::Path) -> u8 {
     };
     signals.next().await;
     tracing::info!("draining: no new connections; open ones may finish");
-    // A second signal during the drain means "now".
-    let drain = tokio::select! {
-        d = running.shutdown(None) => d,
-        () = signals.next() => {
-            tracing::warn!("second signal: exiting at once");
-            return 0;
-        }
-    };
+    // A second signal during the drain means "now": open connections are
+    // cut, their log lines still written.
+    let drain = running
+        .shutdown(None, async {
+            signals.next().await;
+            tracing::warn!("second signal: cutting open connections now");
+        })
+        .await;
     match drain {
         app::Drain::Graceful => tracing::info!("drained gracefully"),
         app::Drain::Forced(n) => tracing::warn!("grace period over: {n} connection(s) cut"),

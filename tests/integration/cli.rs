@@ -636,3 +636,76 @@ async fn run_survives_sigterm_right_after_it_says_it_is_serving() {
         "killed by the signal instead of draining: {diagnostics}"
     );
 }
+
+impl Served {
+    fn signal(&self, sig: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let kill = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+    }
+}
+
+/// One absolute-form GET from agent "ci"; returns the status.
+async fn get_status(proxy: SocketAddr, target: &str) -> u16 {
+    let mut s = net::connect_from([127, 0, 0, 11], proxy).await;
+    net::exchange(
+        &mut s,
+        &format!("GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+    .status
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_configuration() {
+    let origin = Origin::start([127, 0, 0, 1]).await;
+    let (_dir, path) = config_file(&run_config("127.0.0.1:0", origin.port()));
+    let served = serve(&path).await;
+    let target = format!("127.0.0.1:{}", origin.port());
+    assert_eq!(get_status(served.proxy, &target).await, 200);
+    // The same file, now without the rule: SIGHUP applies it.
+    std::fs::write(&path, run_config("127.0.0.1:0", 1)).unwrap();
+    served.signal("-HUP");
+    let until = Instant::now() + COMMAND_WAIT;
+    while get_status(served.proxy, &target).await != 403 {
+        assert!(Instant::now() < until, "the reload never took effect");
+        tokio::task::yield_now().await;
+    }
+    served.terminate();
+    let (code, log, diagnostics) = served.exit().await;
+    assert_eq!(code, Some(0));
+    assert!(
+        diagnostics.contains("configuration reloaded"),
+        "{diagnostics}"
+    );
+    let lines = access_lines(&log);
+    assert_eq!(lines.first().unwrap()["decision"], "allow");
+    assert_eq!(lines.last().unwrap()["reason"], "not_allowed");
+}
+
+/// A second SIGTERM during the drain cuts open tunnels at once, exits 0,
+/// and the cut tunnel's line is still in the log.
+#[tokio::test]
+async fn second_sigterm_cuts_the_drain_short_and_keeps_the_log() {
+    let origin = Origin::start([127, 0, 0, 1]).await;
+    let (_dir, path) = config_file(&run_config("127.0.0.1:0", origin.port()));
+    let served = serve(&path).await;
+    let (tunnel, rsp) =
+        net::connect([127, 0, 0, 11], served.proxy, &origin.addr.to_string(), "").await;
+    assert_eq!(rsp.status, 200);
+    served.terminate();
+    served.wait_until_not_accepting().await;
+    let started = Instant::now();
+    served.terminate();
+    let (code, log, diagnostics) = served.exit().await;
+    // shutdown_grace is 10s: exiting well before it means the second signal cut it short.
+    assert!(started.elapsed() < Duration::from_secs(5), "{diagnostics}");
+    assert_eq!(code, Some(0), "{diagnostics}");
+    let lines = access_lines(&log);
+    assert_eq!(lines.len(), 1, "{log}");
+    assert_eq!(lines[0]["method"], "CONNECT");
+    drop(tunnel);
+}

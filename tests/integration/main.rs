@@ -13,6 +13,7 @@ mod forward;
 mod identity;
 mod lifecycle;
 mod refusals;
+mod review;
 mod sni;
 mod support;
 mod tls;

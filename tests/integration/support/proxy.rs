@@ -166,7 +166,7 @@ impl Proxy {
         self.running
             .take()
             .unwrap()
-            .shutdown(Some(Duration::from_secs(5)))
+            .shutdown(Some(Duration::from_secs(5)), std::future::pending())
             .await
     }
 }
