@@ -582,7 +582,7 @@ impl Cx<'_> {
                 }
                 if out.is_empty() {
                     return Err(self.err(
-                        0..0,
+                        span_of_key(self.text, "dns.nameservers"),
                         "dns.nameservers",
                         "is empty: remove it to use the system's resolv.conf",
                     ));
@@ -591,7 +591,11 @@ impl Cx<'_> {
             }
         };
         if dns.timeout.is_zero() {
-            return Err(self.err(0..0, "dns.timeout", "must be greater than zero"));
+            return Err(self.err(
+                span_of_key(self.text, "dns.timeout"),
+                "dns.timeout",
+                "must be greater than zero",
+            ));
         }
 
         let mut ports = Vec::with_capacity(egress.ports.len());
@@ -903,25 +907,30 @@ fn key_at(text: &str, offset: usize) -> String {
 }
 
 /// Span of `table.key` in the text, for errors on values serde has already consumed.
+/// Falls back to the `[table]` header, then to the start of the file.
 fn span_of_key(text: &str, dotted: &str) -> Range<usize> {
     let (table, key) = dotted.split_once('.').unwrap_or(("", dotted));
     let header = format!("[{table}]");
-    let Some(start) = text.find(&header) else {
-        return 0..0;
-    };
-    let mut offset = start;
-    for line in text[start..].lines().skip(1) {
-        offset += line.len() + 1;
+    let mut at = 0;
+    let mut in_table: Option<Range<usize>> = None;
+    for line in text.split_inclusive('\n') {
+        let start = at;
+        at += line.len();
         let t = line.trim_start();
+        let indent = start + (line.len() - t.len());
         if t.starts_with('[') {
-            break;
-        }
-        if t.split('=').next().map(str::trim) == Some(key) {
-            let at = offset - line.len() - 1 + (line.len() - t.len());
-            return at..at + key.len();
+            // A header only counts at the start of a line, never inside a comment.
+            if in_table.is_some() {
+                break;
+            }
+            if t.starts_with(&header) {
+                in_table = Some(indent..indent + header.len());
+            }
+        } else if in_table.is_some() && t.split('=').next().map(str::trim) == Some(key) {
+            return indent..indent + key.len();
         }
     }
-    start..start + header.len()
+    in_table.unwrap_or(0..0)
 }
 
 fn valid_agent_name(name: &str) -> bool {
