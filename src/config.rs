@@ -857,50 +857,62 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The dotted key at byte `offset`: the enclosing `[table]` header plus the
-/// key that starts the line, e.g. `egress.ports` or `agent[2].allow`.
+/// key that starts the line, e.g. `egress.ports` or `agent[2].allow`. On a
+/// line that starts no key (an entry of a multi-line array), the last key
+/// above it in the same table; on a header line, the header's name.
 fn key_at(text: &str, offset: usize) -> String {
     let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or("");
+    let line_start = text
+        .get(..offset)
+        .and_then(|b| b.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let header_name = |t: &str| {
+        t.trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    let line_key = |t: &str| {
+        t.split_once('=')
+            .map(|(k, _)| k.trim())
+            .filter(|k| {
+                !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            })
+            .map(str::to_owned)
+    };
     let mut table = String::new();
+    let mut last_key: Option<String> = None;
     let mut agent_count = 0usize;
-    for line in before.lines() {
+    for line in text.get(..line_start).unwrap_or("").lines() {
         let t = line.trim();
-        if t.starts_with("[[") {
-            let name = t
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim();
-            if name == "agent" {
+        if t.starts_with('[') {
+            last_key = None;
+            table = header_name(t);
+            if t.starts_with("[[") && table == "agent" {
                 table = format!("agent[{agent_count}]");
                 agent_count += 1;
-            } else {
-                table = name.to_owned();
             }
-        } else if t.starts_with('[') {
-            table = t
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned();
+        } else if let Some(k) = line_key(t) {
+            last_key = Some(k);
         }
     }
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text
         .get(line_start..)
         .and_then(|s| s.lines().next())
-        .unwrap_or("");
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim())
-        .filter(|k| !k.is_empty() && !k.starts_with('['))
-        .unwrap_or("");
+        .unwrap_or("")
+        .trim();
+    if line.starts_with('[') {
+        // The header itself is the unknown key: `[egres]`.
+        return header_name(line);
+    }
+    let key = line_key(line).or(last_key).unwrap_or_default();
     match (table.is_empty(), key.is_empty()) {
         (true, true) => "(top level)".to_owned(),
-        (true, false) => key.to_owned(),
+        (true, false) => key,
         (false, true) => table,
         (false, false) => format!("{table}.{key}"),
     }
