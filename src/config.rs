@@ -996,6 +996,9 @@ pub fn parse_expiry(s: &str) -> Option<SystemTime> {
             return Some(t);
         }
     }
+    if let Some(t) = parse_rfc3339_offset(s) {
+        return Some(t);
+    }
     let mut parts = s.splitn(3, '-');
     let y: i64 = parts.next()?.parse().ok()?;
     let m: u32 = parts.next()?.parse().ok()?;
@@ -1005,6 +1008,31 @@ pub fn parse_expiry(s: &str) -> Option<SystemTime> {
     }
     let days = days_from_civil(y, m, d) + 1;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(days).ok()? * 86_400))
+}
+
+/// An RFC 3339 time with a numeric offset (`2027-03-31T18:00:00+02:00`),
+/// which humantime does not read: it takes only `Z` or `+00:00`.
+fn parse_rfc3339_offset(s: &str) -> Option<SystemTime> {
+    let split = s.len().checked_sub(6)?;
+    let (local, offset) = (s.get(..split)?, s.get(split..)?);
+    let sign = match offset.as_bytes() {
+        [b'+', _, _, b':', _, _] => 1,
+        [b'-', _, _, b':', _, _] => -1,
+        _ => return None,
+    };
+    let hours: u64 = offset.get(1..3)?.parse().ok()?;
+    let minutes: u64 = offset.get(4..6)?.parse().ok()?;
+    if local.len() < 19 || hours > 23 || minutes > 59 {
+        return None;
+    }
+    let local = humantime::parse_rfc3339_weak(local).ok()?;
+    let offset = Duration::from_secs(hours * 3600 + minutes * 60);
+    // Local time = UTC + offset, so UTC = local - offset.
+    if sign > 0 {
+        local.checked_sub(offset)
+    } else {
+        local.checked_add(offset)
+    }
 }
 
 fn days_in_month(y: i64, m: u32) -> u32 {
