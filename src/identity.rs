@@ -105,8 +105,8 @@ impl Identities {
                     .insert(a.name.as_str().into(), (id, a.token_sha256.clone()));
             }
         }
-        ix.v4.sort_by(|a, b| b.0.cmp(&a.0));
-        ix.v6.sort_by(|a, b| b.0.cmp(&a.0));
+        ix.v4.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
+        ix.v6.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
         ix
     }
 

@@ -266,7 +266,7 @@ impl RuleIndex {
         }
         // Longest prefixes first is not needed for "first match" semantics
         // (we take the lowest index over all hits) but keeps probes ordered.
-        ix.nets.sort_by(|a, b| b.0.cmp(&a.0));
+        ix.nets.sort_by_key(|(len, _, _)| std::cmp::Reverse(*len));
         ix
     }
 
