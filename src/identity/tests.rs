@@ -70,12 +70,9 @@ fn basic(user_pass: &str) -> String {
 }
 
 /// `Ok(agent name, method)` or the error, for a readable table.
-fn identify(
-    p: &Policy,
-    peer: &str,
-    spiffe_id: Option<&str>,
-    auth: Option<&str>,
-) -> Result<(String, Method), IdentityError> {
+type Outcome = Result<(String, Method), IdentityError>;
+
+fn identify(p: &Policy, peer: &str, spiffe_id: Option<&str>, auth: Option<&str>) -> Outcome {
     let ev = Evidence {
         peer: peer.parse().unwrap(),
         spiffe_id,
@@ -86,7 +83,7 @@ fn identify(
         .map(|id| (p.agent(id.agent).name.to_string(), id.method))
 }
 
-fn ok(name: &str, method: Method) -> Result<(String, Method), IdentityError> {
+fn ok(name: &str, method: Method) -> Outcome {
     Ok((name.to_owned(), method))
 }
 
@@ -156,7 +153,7 @@ fn token_identity() {
     let p = policy(&config());
     let wrong = || Err(IdentityError::BadCredentials);
     // (peer, Proxy-Authorization, outcome)
-    let rows: Vec<(&str, String, Result<(String, Method), IdentityError>)> = vec![
+    let rows: Vec<(&str, String, Outcome)> = vec![
         ("203.0.113.9", basic("ci:ci-token"), ok("ci", Method::Token)),
         // Either of an agent's tokens (rotation).
         (

@@ -260,7 +260,8 @@ fn require_sni_falls_back_to_egress() {
 fn vet_keeps_order_and_drops_forbidden_addresses() {
     let p = policy(CONFIG);
     // (resolved addresses, what may be dialled, in the resolver's order)
-    let rows: &[(&[&str], Result<&[&str], DenyReason>)] = &[
+    type Vetted = Result<&'static [&'static str], DenyReason>;
+    let rows: &[(&[&str], Vetted)] = &[
         (&["93.184.215.14"], Ok(&["93.184.215.14"])),
         (
             &["2606:2800:21f:cb07:6820:80da:af6b:8b2c", "93.184.215.14"],
