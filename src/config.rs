@@ -498,7 +498,13 @@ impl Config {
     /// Parses and validates `text`; `path` is used for messages and to
     /// resolve relative paths.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cx = Cx { text, path };
+        let cx = Cx {
+            text,
+            path,
+            line_starts: std::iter::once(0)
+                .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect(),
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| cx.toml_error(&e))?;
         cx.validate(raw)
     }
@@ -508,6 +514,10 @@ impl Config {
 struct Cx<'a> {
     text: &'a str,
     path: &'a Path,
+    /// Byte offset at which each line starts. Every rule records its place,
+    /// so placing one must not rescan the text: with 100,000 rules that
+    /// made loading quadratic (minutes instead of milliseconds).
+    line_starts: Vec<usize>,
 }
 
 impl Cx<'_> {
@@ -517,7 +527,7 @@ impl Cx<'_> {
         key: impl Into<String>,
         message: impl Into<String>,
     ) -> ConfigError {
-        let (line, col) = line_col(self.text, span.start);
+        let (line, col) = self.line_col(span.start);
         ConfigError::Invalid(Box::new(Invalid {
             file: self.path.to_owned(),
             line,
@@ -586,7 +596,7 @@ impl Cx<'_> {
                 }
                 if out.is_empty() {
                     return Err(self.err(
-                        0..0,
+                        span_of_key(self.text, "dns.nameservers"),
                         "dns.nameservers",
                         "is empty: remove it to use the system's resolv.conf",
                     ));
@@ -595,7 +605,11 @@ impl Cx<'_> {
             }
         };
         if dns.timeout.is_zero() {
-            return Err(self.err(0..0, "dns.timeout", "must be greater than zero"));
+            return Err(self.err(
+                span_of_key(self.text, "dns.timeout"),
+                "dns.timeout",
+                "must be greater than zero",
+            ));
         }
 
         let mut ports = Vec::with_capacity(egress.ports.len());
@@ -831,7 +845,7 @@ impl Cx<'_> {
                     )
                 })?),
             };
-            let (line, col) = line_col(self.text, r.span().start);
+            let (line, col) = self.line_col(r.span().start);
             out.push(RuleEntry {
                 text: rr.rule.clone(),
                 spec,
@@ -846,86 +860,112 @@ impl Cx<'_> {
     }
 }
 
-/// 1-based line and column (in characters) of byte `offset`.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or("");
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let col = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
-    (line, col)
+impl Cx<'_> {
+    /// 1-based line and column (in characters) of byte `offset`.
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = self
+            .line_starts
+            .get(line.wrapping_sub(1))
+            .copied()
+            .unwrap_or(0);
+        let col = self
+            .text
+            .get(line_start..offset)
+            .map_or(0, |s| s.chars().count())
+            + 1;
+        (line.max(1), col)
+    }
 }
 
 /// The dotted key at byte `offset`: the enclosing `[table]` header plus the
-/// key that starts the line, e.g. `egress.ports` or `agent[2].allow`.
+/// key that starts the line, e.g. `egress.ports` or `agent[2].allow`. On a
+/// line that starts no key (an entry of a multi-line array), the last key
+/// above it in the same table; on a header line, the header's name.
 fn key_at(text: &str, offset: usize) -> String {
     let offset = offset.min(text.len());
-    let before = text.get(..offset).unwrap_or("");
+    let line_start = text
+        .get(..offset)
+        .and_then(|b| b.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let header_name = |t: &str| {
+        t.trim_start_matches('[')
+            .split(']')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    };
+    let line_key = |t: &str| {
+        t.split_once('=')
+            .map(|(k, _)| k.trim())
+            .filter(|k| {
+                !k.is_empty()
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            })
+            .map(str::to_owned)
+    };
     let mut table = String::new();
+    let mut last_key: Option<String> = None;
     let mut agent_count = 0usize;
-    for line in before.lines() {
+    for line in text.get(..line_start).unwrap_or("").lines() {
         let t = line.trim();
-        if t.starts_with("[[") {
-            let name = t
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim();
-            if name == "agent" {
+        if t.starts_with('[') {
+            last_key = None;
+            table = header_name(t);
+            if t.starts_with("[[") && table == "agent" {
                 table = format!("agent[{agent_count}]");
                 agent_count += 1;
-            } else {
-                table = name.to_owned();
             }
-        } else if t.starts_with('[') {
-            table = t
-                .trim_start_matches('[')
-                .split(']')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_owned();
+        } else if let Some(k) = line_key(t) {
+            last_key = Some(k);
         }
     }
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text
         .get(line_start..)
         .and_then(|s| s.lines().next())
-        .unwrap_or("");
-    let key = line
-        .split_once('=')
-        .map(|(k, _)| k.trim())
-        .filter(|k| !k.is_empty() && !k.starts_with('['))
-        .unwrap_or("");
+        .unwrap_or("")
+        .trim();
+    if line.starts_with('[') {
+        // The header itself is the unknown key: `[egres]`.
+        return header_name(line);
+    }
+    let key = line_key(line).or(last_key).unwrap_or_default();
     match (table.is_empty(), key.is_empty()) {
         (true, true) => "(top level)".to_owned(),
-        (true, false) => key.to_owned(),
+        (true, false) => key,
         (false, true) => table,
         (false, false) => format!("{table}.{key}"),
     }
 }
 
 /// Span of `table.key` in the text, for errors on values serde has already consumed.
+/// Falls back to the `[table]` header, then to the start of the file.
 fn span_of_key(text: &str, dotted: &str) -> Range<usize> {
     let (table, key) = dotted.split_once('.').unwrap_or(("", dotted));
     let header = format!("[{table}]");
-    let Some(start) = text.find(&header) else {
-        return 0..0;
-    };
-    let mut offset = start;
-    for line in text[start..].lines().skip(1) {
-        offset += line.len() + 1;
+    let mut at = 0;
+    let mut in_table: Option<Range<usize>> = None;
+    for line in text.split_inclusive('\n') {
+        let start = at;
+        at += line.len();
         let t = line.trim_start();
+        let indent = start + (line.len() - t.len());
         if t.starts_with('[') {
-            break;
-        }
-        if t.split('=').next().map(str::trim) == Some(key) {
-            let at = offset - line.len() - 1 + (line.len() - t.len());
-            return at..at + key.len();
+            // A header only counts at the start of a line, never inside a comment.
+            if in_table.is_some() {
+                break;
+            }
+            if t.starts_with(&header) {
+                in_table = Some(indent..indent + header.len());
+            }
+        } else if in_table.is_some() && t.split('=').next().map(str::trim) == Some(key) {
+            return indent..indent + key.len();
         }
     }
-    start..start + header.len()
+    in_table.unwrap_or(0..0)
 }
 
 fn valid_agent_name(name: &str) -> bool {
@@ -979,6 +1019,9 @@ pub fn parse_expiry(s: &str) -> Option<SystemTime> {
             return Some(t);
         }
     }
+    if let Some(t) = parse_rfc3339_offset(s) {
+        return Some(t);
+    }
     let mut parts = s.splitn(3, '-');
     let y: i64 = parts.next()?.parse().ok()?;
     let m: u32 = parts.next()?.parse().ok()?;
@@ -988,6 +1031,31 @@ pub fn parse_expiry(s: &str) -> Option<SystemTime> {
     }
     let days = days_from_civil(y, m, d) + 1;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(days).ok()? * 86_400))
+}
+
+/// An RFC 3339 time with a numeric offset (`2027-03-31T18:00:00+02:00`),
+/// which humantime does not read: it takes only `Z` or `+00:00`.
+fn parse_rfc3339_offset(s: &str) -> Option<SystemTime> {
+    let split = s.len().checked_sub(6)?;
+    let (local, offset) = (s.get(..split)?, s.get(split..)?);
+    let sign = match offset.as_bytes() {
+        [b'+', _, _, b':', _, _] => 1,
+        [b'-', _, _, b':', _, _] => -1,
+        _ => return None,
+    };
+    let hours: u64 = offset.get(1..3)?.parse().ok()?;
+    let minutes: u64 = offset.get(4..6)?.parse().ok()?;
+    if local.len() < 19 || hours > 23 || minutes > 59 {
+        return None;
+    }
+    let local = humantime::parse_rfc3339_weak(local).ok()?;
+    let offset = Duration::from_secs(hours * 3600 + minutes * 60);
+    // Local time = UTC + offset, so UTC = local - offset.
+    if sign > 0 {
+        local.checked_sub(offset)
+    } else {
+        local.checked_add(offset)
+    }
 }
 
 fn days_in_month(y: i64, m: u32) -> u32 {

@@ -105,8 +105,8 @@ impl Identities {
                     .insert(a.name.as_str().into(), (id, a.token_sha256.clone()));
             }
         }
-        ix.v4.sort_by_key(|e| std::cmp::Reverse(e.0));
-        ix.v6.sort_by_key(|e| std::cmp::Reverse(e.0));
+        ix.v4.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
+        ix.v6.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
         ix
     }
 

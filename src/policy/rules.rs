@@ -50,6 +50,11 @@ pub fn parse(rule: &str) -> Result<RuleSpec, String> {
             port,
         });
     }
+    if rule.starts_with('[') {
+        return Err(format!(
+            "brackets are for IPv6 addresses only: write {host:?} without them"
+        ));
+    }
     Ok(RuleSpec {
         pattern: parse_pattern(host)?,
         port,
@@ -94,7 +99,8 @@ fn parse_net(host: &str) -> Option<Result<IpNet, String>> {
     let looks_ip = host.contains('/')
         || host.contains(':')
         || host.parse::<IpAddr>().is_ok()
-        || host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        || (host.bytes().any(|b| b.is_ascii_digit())
+            && host.bytes().all(|b| b.is_ascii_digit() || b == b'.'));
     looks_ip.then(|| crate::config::parse_cidr(host))
 }
 
@@ -260,7 +266,7 @@ impl RuleIndex {
         }
         // Longest prefixes first is not needed for "first match" semantics
         // (we take the lowest index over all hits) but keeps probes ordered.
-        ix.nets.sort_by_key(|e| std::cmp::Reverse(e.0));
+        ix.nets.sort_by_key(|(len, _, _)| std::cmp::Reverse(*len));
         ix
     }
 

@@ -1,0 +1,287 @@
+//! Benchmarks for the per-request policy path and the control-plane load:
+//! `Policy::decide` with 10 rules vs 100,000 rules, host normalisation,
+//! config parsing and compilation, identity lookups and the forbidden-address
+//! check. Not the relay or the network (those would be `benches/relay.rs`).
+//!
+//! Run: `cargo bench --bench policy` (all), or with a filter, e.g.
+//! `cargo bench --bench policy -- decide`. Everything is in memory: no
+//! network, no DNS, no files; the large configurations are generated here.
+//!
+//! What the numbers should show: `decide` costs about the same whatever the
+//! number of rules (the rule index is hashed by suffix), and loading a
+//! 100,000-rule configuration takes well under a second.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use ipnet::IpNet;
+use sha2::{Digest, Sha256};
+use sluice::config::Config;
+use sluice::host::Host;
+use sluice::identity::Evidence;
+use sluice::policy::{Policy, Verdict, addrs};
+
+/// Agents in the large configuration.
+const AGENTS: usize = 1000;
+/// Rules per agent in the large configuration: 1,000 × 100 = 100,000.
+const RULES_PER_AGENT: usize = 100;
+/// The agent the large-config benchmarks act as: one in the middle, so
+/// nothing depends on it being first or last.
+const AGENT: usize = 777;
+
+/// Forms in the rule cycle: exact (every other one with `:8443`), `*.x`,
+/// `.x`, `a.*.x`, CIDR with port.
+const FORMS: usize = 5;
+
+/// Rule `j` of agent `i`: the forms in turn, every name distinct.
+fn rule(i: usize, j: usize) -> String {
+    match j % FORMS {
+        0 if j % (2 * FORMS) == 0 => format!("host{j}.agent{i}.example.com"),
+        0 => format!("host{j}.agent{i}.example.com:8443"),
+        1 => format!("*.sub{j}.agent{i}.example.net"),
+        2 => format!(".dom{j}.agent{i}.example.org"),
+        3 => format!("api{j}.*.agent{i}.example.io"),
+        _ => format!("11.{}.{}.0/24:5432", (j >> 8) & 255, j & 255),
+    }
+}
+
+/// A configuration of `agents` agents with `rules` rules each, identified by
+/// source range and by token. The first [`FORMS`] rules of each agent are
+/// deny rules (one of each form), the rest allow rules, so that a small and
+/// a large configuration exercise the same index tables and differ only in
+/// how full they are.
+fn config_toml(agents: usize, rules: usize) -> String {
+    let mut out = String::from("[egress]\nports = [80, 443]\n");
+    for i in 0..agents {
+        let allow: Vec<String> = (FORMS..rules)
+            .map(|j| format!("{:?}", rule(i, j)))
+            .collect();
+        let deny: Vec<String> = (0..FORMS).map(|j| format!("{:?}", rule(i, j))).collect();
+        out.push_str(&format!(
+            "\n[[agent]]\nname = \"agent{i}\"\nsources = [\"10.{}.{}.0/24\"]\ntoken_sha256 = [\"{}\"]\nallow = [{}]\ndeny = [{}]\n",
+            i >> 8,
+            i & 255,
+            hex_sha256(&format!("token-{i}")),
+            allow.join(", "),
+            deny.join(", "),
+        ));
+    }
+    out
+}
+
+fn hex_sha256(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn load(toml: &str) -> Policy {
+    let config = Config::from_toml(toml, Path::new("bench.toml"))
+        .unwrap_or_else(|e| panic!("generated config is invalid: {e}"));
+    Policy::new(Arc::new(config))
+}
+
+/// A destination and the verdict it must get, checked once before timing.
+struct Case {
+    label: &'static str,
+    host: Host,
+    port: u16,
+    allowed: bool,
+}
+
+fn cases(agent: usize, rules: usize) -> Vec<Case> {
+    let host = |s: String| Host::parse(&s).unwrap_or_else(|e| panic!("{s}: {e}"));
+    // The last rule of each form: an allow rule (the deny ones come first).
+    let last = |form: usize| {
+        (FORMS..rules)
+            .rev()
+            .find(|j| j % FORMS == form)
+            .unwrap_or(form)
+    };
+    let exact = last(0);
+    vec![
+        Case {
+            label: "hit_exact",
+            host: host(format!("host{exact}.agent{agent}.example.com")),
+            port: if exact % (2 * FORMS) == 0 { 443 } else { 8443 },
+            allowed: true,
+        },
+        Case {
+            label: "hit_one_label",
+            host: host(format!("api{}.eu-west-1.agent{agent}.example.io", last(3))),
+            port: 443,
+            allowed: true,
+        },
+        Case {
+            label: "hit_subdomain_deep",
+            host: host(format!("a.b.c.sub{}.agent{agent}.example.net", last(1))),
+            port: 443,
+            allowed: true,
+        },
+        Case {
+            label: "hit_cidr",
+            host: host(format!("11.{}.{}.9", (last(4) >> 8) & 255, last(4) & 255)),
+            port: 5432,
+            allowed: true,
+        },
+        Case {
+            label: "miss_name",
+            host: host("a.b.c.not-allowed.example.com".to_owned()),
+            port: 443,
+            allowed: false,
+        },
+        Case {
+            label: "miss_ip",
+            host: host("93.184.215.14".to_owned()),
+            port: 443,
+            allowed: false,
+        },
+    ]
+}
+
+fn bench_decide(c: &mut Criterion) {
+    let now = SystemTime::now();
+    let small = (load(&config_toml(1, 10)), 0, 10, "10_rules");
+    let large = (
+        load(&config_toml(AGENTS, RULES_PER_AGENT)),
+        AGENT,
+        RULES_PER_AGENT,
+        "100k_rules",
+    );
+    // The same 100,000 rules held by one agent: the worst case for the index.
+    let single = (
+        load(&config_toml(1, 100_000)),
+        0,
+        100_000,
+        "100k_rules_one_agent",
+    );
+    let mut group = c.benchmark_group("decide");
+    for (policy, agent, rules, size) in [&small, &large, &single] {
+        for case in cases(*agent, *rules) {
+            let d = policy.decide(*agent, &case.host, case.port, now);
+            assert_eq!(
+                d.verdict == Verdict::Allow,
+                case.allowed,
+                "{size} {}: {d:?}",
+                case.label
+            );
+            group.bench_function(BenchmarkId::new(case.label, size), |b| {
+                b.iter(|| policy.decide(black_box(*agent), black_box(&case.host), case.port, now));
+            });
+        }
+    }
+    group.finish();
+}
+
+fn bench_host_parse(c: &mut Criterion) {
+    let mut group = c.benchmark_group("host_parse");
+    for (label, input) in [
+        ("plain", "api.openai.com"),
+        ("plain_upper_trailing_dot", "API.OpenAI.com."),
+        ("idna", "bücher.example"),
+        ("ipv4", "93.184.215.14"),
+        ("ipv6", "[2001:db8::1]"),
+    ] {
+        assert!(Host::parse(input).is_ok(), "{input}");
+        group.bench_function(label, |b| b.iter(|| Host::parse(black_box(input))));
+    }
+    group.finish();
+}
+
+fn bench_load(c: &mut Criterion) {
+    let toml = config_toml(AGENTS, RULES_PER_AGENT);
+    let mut group = c.benchmark_group("load");
+    // Each iteration takes a sizeable fraction of a second: few samples suffice.
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.bench_function("from_toml_100k_rules", |b| {
+        b.iter(|| Config::from_toml(black_box(&toml), Path::new("bench.toml")));
+    });
+    let config = Arc::new(
+        Config::from_toml(&toml, Path::new("bench.toml"))
+            .unwrap_or_else(|e| panic!("generated config is invalid: {e}")),
+    );
+    group.bench_function("policy_new_100k_rules", |b| {
+        b.iter(|| Policy::new(black_box(config.clone())));
+    });
+    group.bench_function("from_toml_and_policy_new_100k_rules", |b| {
+        b.iter(|| load(black_box(&toml)));
+    });
+    group.finish();
+}
+
+fn bench_identity(c: &mut Criterion) {
+    let policy = load(&config_toml(AGENTS, 1));
+    let peer: IpAddr = format!("10.{}.{}.42", AGENT >> 8, AGENT & 255)
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stranger: IpAddr = [192, 0, 2, 1].into();
+    let header = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("agent{AGENT}:token-{AGENT}"))
+    );
+    let by_token = Evidence {
+        peer: stranger,
+        spiffe_id: None,
+        proxy_authorization: Some(header.as_bytes()),
+    };
+    assert_eq!(policy.identities.by_source(peer), Some(AGENT));
+    assert_eq!(
+        policy.identities.identify(&by_token).map(|i| i.agent),
+        Ok(AGENT)
+    );
+
+    let mut group = c.benchmark_group("identity_1000_agents");
+    group.bench_function("by_source_hit", |b| {
+        b.iter(|| policy.identities.by_source(black_box(peer)));
+    });
+    group.bench_function("by_source_miss", |b| {
+        b.iter(|| policy.identities.by_source(black_box(stranger)));
+    });
+    group.bench_function("by_token", |b| {
+        b.iter(|| policy.identities.identify(black_box(&by_token)));
+    });
+    group.finish();
+}
+
+fn bench_addrs(c: &mut Criterion) {
+    let allow: Vec<IpNet> = ["10.96.0.0/12", "fd00:1::/64"]
+        .iter()
+        .map(|s| s.parse().unwrap_or_else(|e| panic!("{s}: {e}")))
+        .collect();
+    let mut group = c.benchmark_group("addrs_check");
+    for (label, ip, dialable) in [
+        ("public_v4", "93.184.215.14", true),
+        ("public_v6", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", true),
+        ("private_v4", "10.1.2.3", false),
+        ("allowed_exception_v4", "10.96.0.10", true),
+        ("metadata_mapped_v6", "::ffff:169.254.169.254", false),
+        ("nat64_private", "64:ff9b::a00:1", false),
+    ] {
+        let ip: IpAddr = ip.parse().unwrap_or_else(|e| panic!("{ip}: {e}"));
+        assert_eq!(addrs::check(ip, &allow).is_ok(), dialable, "{ip}");
+        group.bench_function(label, |b| b.iter(|| addrs::check(black_box(ip), &allow)));
+    }
+    group.finish();
+}
+
+fn criterion() -> Criterion {
+    // Short runs keep the whole suite to a couple of minutes; the per-call
+    // benchmarks are in nanoseconds, so 2s of samples is plenty.
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = criterion();
+    targets = bench_decide, bench_host_parse, bench_load, bench_identity, bench_addrs
+}
+criterion_main!(benches);
