@@ -985,6 +985,16 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     let net: IpNet = s
         .parse()
         .map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
+    if let IpNet::V6(v6) = net {
+        // Peers and destinations are compared in IPv4 form, so a mapped
+        // range would silently never match.
+        if let (Some(v4), true) = (v6.network().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+            return Err(format!(
+                "{s:?} is an IPv4-mapped range: write it as IPv4, {v4}/{}",
+                v6.prefix_len() - 96
+            ));
+        }
+    }
     if net.trunc() != net {
         return Err(format!(
             "{s:?} has host bits set: did you mean {}?",

@@ -321,7 +321,10 @@ fn io_error_names_the_file() {
     let path = dir.path().join("missing.toml");
     let e = Config::load(&path).unwrap_err();
     assert!(matches!(e, ConfigError::Io { .. }), "{e:?}");
-    assert_eq!(e.to_string(), format!("{}: cannot read the file", path.display()));
+    assert_eq!(
+        e.to_string(),
+        format!("{}: cannot read the file", path.display())
+    );
     // The OS error is the cause, printed once by `main` as "caused by: ...".
     assert!(std::error::Error::source(&e).is_some());
 }
@@ -525,4 +528,14 @@ fn one_agent_may_repeat_its_own_range() {
     assert_eq!(c.agents[0].sources.len(), 2);
     // Nested ranges of different agents are fine: the most specific wins.
     load("[[agent]]\nname = \"a\"\nsources = [\"10.0.0.0/16\"]\n[[agent]]\nname = \"b\"\nsources = [\"10.0.0.0/24\"]\n").unwrap();
+}
+
+#[test]
+fn ipv4_mapped_ranges_are_rejected_with_their_ipv4_form() {
+    let text = "[[agent]]\nname = \"a\"\nsources = [\"::ffff:10.0.0.0/104\"]\n";
+    let e = Config::from_toml(text, Path::new("sluice.toml")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "sluice.toml:3:12: agent[0].sources[0]: \"::ffff:10.0.0.0/104\" is an IPv4-mapped range: write it as IPv4, 10.0.0.0/8"
+    );
 }
