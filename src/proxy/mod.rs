@@ -171,21 +171,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
     kill: watch::Receiver<bool>,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // EMFILE and friends: keep serving the connections we
-                    // have; the next accept may succeed.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-            },
-            () = stopped(&mut stop) => return,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = accept(&listener, &mut stop).await {
         let max = state.policy().config.limits.max_connections;
         match tracker.acquire(max, &state.metrics) {
             Some(slot) => {
@@ -239,6 +225,31 @@ async fn over_limit<S: AsyncWrite + Unpin>(
     let _ = stream.write_all(&err.response(&cx, false)).await;
     let _ = stream.shutdown().await;
     log.finish().await;
+}
+
+/// The next client connection (TCP_NODELAY set: requests and TLS records
+/// are small and latency-bound), or `None` once `stop` turns true.
+pub async fn accept(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, peer));
+                }
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we
+                    // have; the next accept may succeed.
+                    tracing::warn!("accept failed on {:?}: {e}", listener.local_addr().ok());
+                    tokio::task::yield_now().await;
+                }
+            },
+            () = stopped(stop) => return None,
+        }
+    }
 }
 
 /// Resolves once `rx` reads true (or its sender is gone).

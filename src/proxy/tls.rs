@@ -231,19 +231,7 @@ pub async fn serve(
             .tls_handshake_failures
             .with_label_values(&[kind.as_str()]);
     }
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!("accept failed on the TLS listener: {e}");
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-            },
-            () = stopped(&mut stop) => return,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((stream, peer)) = super::accept(&listener, &mut stop).await {
         let max = state.policy().config.limits.max_connections;
         let slot = tracker.acquire(max, &state.metrics);
         let conn = connection(state.clone(), stream, peer, slot, stop.clone());
