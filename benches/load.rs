@@ -1,0 +1,313 @@
+//! End-to-end load benchmark: sluice's cost per unit of work.
+//!
+//! Run it with `bash benches/run-load.sh` (or `cargo bench --bench load`);
+//! method and results are in docs/performance.md. Everything is on
+//! loopback: a DNS responder and an HTTP origin in this process, sluice as
+//! a subprocess (the binary cargo built for this bench, copied aside so a
+//! concurrent build cannot swap it mid-run) with its access log written to
+//! a file. With two or more CPUs, sluice is pinned to the first and this
+//! process (load generator, origin, DNS: one tokio thread) to the second.
+//!
+//! Environment:
+//! - `SLUICE_BENCH_SECONDS` per timed workload (default 5)
+//! - `SLUICE_BENCH_RUNS` (default 1; with more, cells show median (min–max))
+//! - `SLUICE_BENCH_IDLE_TUNNELS` (default 2000; capped by the open-files limit)
+//! - `SLUICE_BENCH_BIN` the sluice binary (default: cargo's `CARGO_BIN_EXE_sluice`)
+//! - `SLUICE_BENCH_PIN=0` to leave CPU placement to the scheduler
+//!
+//! Without `--bench` (as `cargo test --benches` runs it) it does a smoke
+//! run: a fraction of a second per workload, to show the harness works.
+
+#[path = "load/child.rs"]
+mod child;
+#[path = "load/client.rs"]
+mod client;
+#[path = "load/dns.rs"]
+mod dns;
+#[path = "load/origin.rs"]
+mod origin;
+#[path = "load/procfs.rs"]
+mod procfs;
+#[path = "load/report.rs"]
+mod report;
+#[path = "load/workloads.rs"]
+mod workloads;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use workloads::{Bench, Measured};
+
+/// Errors end the benchmark with a message; nothing here is recoverable.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Tunnels and absolute-form requests sent before measuring anything.
+const WARM_UP: usize = 50;
+/// File descriptors kept aside (runtime, log, listeners) when sizing the
+/// idle workload to the open-files limit; each idle tunnel costs two.
+const SPARE_FDS: u64 = 256;
+
+#[derive(Debug)]
+struct Options {
+    duration: Duration,
+    runs: usize,
+    idle_tunnels: usize,
+    bin: PathBuf,
+    pin: bool,
+}
+
+impl Options {
+    fn from_env() -> Result<Options, Error> {
+        let bench = std::env::args().any(|a| a == "--bench");
+        let (seconds, idle) = if bench { (5.0, 2000) } else { (0.3, 50) };
+        let seconds: f64 = env("SLUICE_BENCH_SECONDS", seconds)?;
+        if !(seconds > 0.0 && seconds < 3600.0) {
+            return Err("SLUICE_BENCH_SECONDS must be between 0 and 3600".into());
+        }
+        Ok(Options {
+            duration: Duration::from_secs_f64(seconds),
+            runs: env("SLUICE_BENCH_RUNS", 1usize)?.max(1),
+            idle_tunnels: env("SLUICE_BENCH_IDLE_TUNNELS", idle)?.max(1),
+            bin: std::env::var_os("SLUICE_BENCH_BIN").map_or_else(
+                || PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
+                PathBuf::from,
+            ),
+            pin: env("SLUICE_BENCH_PIN", 1u8)? != 0,
+        })
+    }
+}
+
+fn env<T: std::str::FromStr>(name: &str, default: T) -> Result<T, Error> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}={v:?} is not a valid value").into()),
+        Err(_) => Ok(default),
+    }
+}
+
+fn main() -> ExitCode {
+    match start() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start() -> Result<(), Error> {
+    let opts = Options::from_env()?;
+    let cpus = placement(opts.pin);
+    if let Some((_, load_cpu)) = cpus {
+        // Before the runtime exists: every thread started later inherits it.
+        pin_self(load_cpu)?;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench(&opts, cpus))
+}
+
+/// (sluice's CPU, the load side's CPU), when there are two to give.
+fn placement(pin: bool) -> Option<(u32, u32)> {
+    let cpus = procfs::allowed_cpus();
+    let taskset = Command::new("taskset")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    (pin && taskset && cpus.len() >= 2).then(|| (cpus[0], cpus[1]))
+}
+
+fn pin_self(cpu: u32) -> Result<(), Error> {
+    let status = Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &cpu.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(format!("taskset could not pin the load generator to CPU {cpu}").into());
+    }
+    Ok(())
+}
+
+async fn bench(opts: &Options, cpus: Option<(u32, u32)>) -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    let bin = copy_binary(&opts.bin, dir.path())?;
+    let dns = dns::start().await?;
+    let origin = origin::start().await?;
+    let idle_tunnels = fit_idle(opts.idle_tunnels);
+    let ticks_per_s = procfs::ticks_per_second();
+    describe(opts, cpus, idle_tunnels);
+
+    let mut runs = Vec::new();
+    for run in 1..=opts.runs {
+        let sluice = child::Sluice::start(&child::Setup {
+            bin: &bin,
+            dns,
+            origin_port: origin.port(),
+            max_connections: idle_tunnels + 1000,
+            cpu: cpus.map(|(s, _)| s),
+            dir: dir.path(),
+        })
+        .await?;
+        let b = Bench {
+            proxy: sluice.proxy,
+            authority: format!("{}:{}", dns::HOST, origin.port()).into(),
+            sluice_pid: sluice.pid,
+            ticks_per_s,
+            duration: opts.duration,
+        };
+        eprintln!("run {run}/{}: sluice pid {}", opts.runs, sluice.pid);
+        let result = one_run(&b, idle_tunnels).await;
+        let log_path = sluice.log_path.clone();
+        sluice.stop().await?;
+        let (measured, expected) = result?;
+        check_log(&log_path, expected)?;
+        std::fs::remove_file(&log_path)?;
+        runs.push(measured);
+    }
+    println!();
+    print!("{}", report::table(&runs));
+    let notes = report::notes(&runs);
+    if !notes.is_empty() {
+        println!();
+    }
+    for line in notes {
+        println!("- {line}");
+    }
+    Ok(())
+}
+
+/// One fresh sluice through every workload; the results in [`report::ROWS`]
+/// order, and the access-log lines they should have produced.
+async fn one_run(b: &Bench, idle_tunnels: usize) -> Result<(Vec<Measured>, u64), Error> {
+    let mut logged = workloads::warm_up(b, WARM_UP).await?;
+    workloads::settle(b).await?;
+    // First, on a fresh heap: memory freed by earlier workloads would be
+    // reused by the tunnels and hide their cost.
+    let idle = step(b, report::ROWS[4].name, workloads::idle(b, idle_tunnels)).await?;
+    let tunnels = step(b, report::ROWS[0].name, workloads::tunnels(b)).await?;
+    let keepalive = step(b, report::ROWS[1].name, workloads::keepalive(b)).await?;
+    let absolute = step(b, report::ROWS[2].name, workloads::absolute(b)).await?;
+    let bulk = step(b, report::ROWS[3].name, workloads::bulk(b)).await?;
+    let all = vec![tunnels, keepalive, absolute, bulk, idle];
+    logged += all.iter().map(|m| m.logged).sum::<u64>();
+    Ok((all, logged))
+}
+
+/// Runs one workload, says how it went, and lets sluice go quiet after it.
+async fn step(
+    b: &Bench,
+    name: &str,
+    work: impl Future<Output = Result<Measured, Error>>,
+) -> Result<Measured, Error> {
+    let m = work.await?;
+    let opened = m
+        .open_secs
+        .map_or(String::new(), |s| format!(", opened in {s:.2} s"));
+    let busy = match (m.sluice_busy, m.load_busy, m.other_busy) {
+        (Some(s), Some(l), Some(o)) => {
+            format!(", CPU busy: sluice {s:.2} load {l:.2} other {o:.2}")
+        }
+        _ => String::new(),
+    };
+    eprintln!(
+        "  {name}: {} units, rate {:.1}, cost {:.2}{opened}{busy}{}",
+        m.units,
+        m.rate,
+        m.cost,
+        if m.errors > 0 {
+            format!(", {} errors", m.errors)
+        } else {
+            String::new()
+        }
+    );
+    workloads::settle(b).await?;
+    Ok(m)
+}
+
+/// Copies the binary into `dir`, so that another build writing the same
+/// target directory cannot change what is measured.
+fn copy_binary(bin: &Path, dir: &Path) -> Result<PathBuf, Error> {
+    let meta = std::fs::metadata(bin).map_err(|e| {
+        format!(
+            "sluice binary {}: {e} (set SLUICE_BENCH_BIN)",
+            bin.display()
+        )
+    })?;
+    let age = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .map_or("?".to_owned(), |a| format!("{} s", a.as_secs()));
+    eprintln!("binary: {} (built {age} ago)", bin.display());
+    let copy = dir.join("sluice");
+    std::fs::copy(bin, &copy)?;
+    Ok(copy)
+}
+
+/// The idle workload's size, within the open-files limit (both this process
+/// and sluice hold two descriptors per idle tunnel).
+fn fit_idle(wanted: usize) -> usize {
+    let Some(limit) = procfs::open_files_limit() else {
+        return wanted;
+    };
+    let fits = usize::try_from(limit.saturating_sub(SPARE_FDS) / 2).unwrap_or(usize::MAX);
+    if fits < wanted {
+        eprintln!(
+            "note: open-files limit {limit} allows {fits} idle tunnels, not {wanted} (raise `ulimit -n`)"
+        );
+    }
+    wanted.min(fits).max(1)
+}
+
+fn describe(opts: &Options, cpus: Option<(u32, u32)>, idle: usize) {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    // Counted from the affinity mask read before pinning this process.
+    let cores = cpus.map_or_else(|| procfs::allowed_cpus().len().to_string(), |_| "2+".into());
+    eprintln!("machine: {model}, {cores} CPUs, Linux {}", kernel.trim());
+    match cpus {
+        Some((s, l)) => eprintln!("placement: sluice on CPU {s}, load generator on CPU {l}"),
+        None => eprintln!("placement: not pinned"),
+    }
+    eprintln!(
+        "settings: {:.1} s per workload, {} run(s), {idle} idle tunnels",
+        opts.duration.as_secs_f64(),
+        opts.runs
+    );
+}
+
+/// Every request and tunnel must have its access-log line, all "allow".
+fn check_log(path: &Path, expected: u64) -> Result<(), Error> {
+    let file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let (mut lines, mut allowed) = (0u64, 0u64);
+    for line in file.lines() {
+        let line = line?;
+        lines += 1;
+        allowed += u64::from(line.contains("\"decision\":\"allow\""));
+    }
+    eprintln!("  access log: {lines} lines ({allowed} allow), expected {expected}");
+    if lines < expected {
+        eprintln!("  WARNING: access-log lines are missing");
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! sluice under test, as a subprocess: the release binary run with
+//! `sluice run --config <generated file>`, listening on 127.0.0.1:0, its
+//! access log ON (written to a file in a temporary directory), optionally
+//! pinned to one CPU with `taskset`. The bound addresses are read from its
+//! startup line on stderr (`sluice is serving proxy=… admin=…`).
+//!
+//! Not here: generating load or measuring it (load.rs and workloads.rs).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+use crate::Error;
+
+/// How long sluice may take to print its startup line, and to exit on SIGTERM.
+const START_WAIT: Duration = Duration::from_secs(15);
+const STOP_WAIT: Duration = Duration::from_secs(15);
+
+/// What sluice is started with.
+#[derive(Debug)]
+pub struct Setup<'a> {
+    /// The sluice binary.
+    pub bin: &'a Path,
+    /// The benchmark's name server, sluice's only one.
+    pub dns: SocketAddr,
+    /// The port of the one destination the agent may reach.
+    pub origin_port: u16,
+    /// Client connections sluice must accept at once (the idle workload).
+    pub max_connections: usize,
+    /// Run sluice on this CPU only.
+    pub cpu: Option<u32>,
+    /// Where the config file and the access log are written.
+    pub dir: &'a Path,
+}
+
+/// A running sluice.
+#[derive(Debug)]
+pub struct Sluice {
+    child: Child,
+    /// sluice's process id (taskset execs it, so the child's own).
+    pub pid: u32,
+    /// Its proxy listener, as it reported it.
+    pub proxy: SocketAddr,
+    /// Its access log.
+    pub log_path: PathBuf,
+}
+
+/// The configuration under test: one agent by source address, allowed
+/// exactly the origin; loopback made dialable; the bench's name server.
+fn config(s: &Setup<'_>, log_path: &Path) -> String {
+    format!(
+        r#"[proxy]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[dns]
+nameservers = ["{dns}"]
+timeout = "2s"
+hosts_file = false
+
+[egress]
+allow_cidrs = ["127.0.0.1/32"]
+
+[limits]
+max_connections = {max}
+max_connections_per_agent = {max}
+
+[log]
+path = "{log}"
+
+[[agent]]
+name = "bench"
+sources = ["127.0.0.1/32"]
+allow = ["{host}:{port}"]
+"#,
+        dns = s.dns,
+        max = s.max_connections,
+        log = log_path.display(),
+        host = crate::dns::HOST,
+        port = s.origin_port,
+    )
+}
+
+impl Sluice {
+    /// Writes the config into `setup.dir`, starts sluice and waits until it serves.
+    pub async fn start(setup: &Setup<'_>) -> Result<Sluice, Error> {
+        let log_path = setup.dir.join("access.jsonl");
+        let config_path = setup.dir.join("sluice.toml");
+        std::fs::write(&config_path, config(setup, &log_path))?;
+
+        let mut cmd = match setup.cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg(setup.bin);
+                c
+            }
+            None => Command::new(setup.bin),
+        };
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .env("SLUICE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let pid = child.id().ok_or("sluice exited at once")?;
+        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+
+        // Reads stderr for the life of the process, so sluice never blocks
+        // on a full pipe; everything but the startup line is passed on.
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = serving(&line) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                } else {
+                    eprintln!("  sluice: {line}");
+                }
+            }
+        });
+        let proxy = match tokio::time::timeout(START_WAIT, rx).await {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(_)) => return Err("sluice exited before serving (its stderr is above)".into()),
+            Err(_) => return Err("sluice did not print its startup line in time".into()),
+        };
+        Ok(Sluice {
+            child,
+            pid,
+            proxy,
+            log_path,
+        })
+    }
+
+    /// SIGTERM, then waits for the exit (the access log is flushed by then).
+    pub async fn stop(mut self) -> Result<(), Error> {
+        let status = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()?;
+        if !status.success() {
+            return Err("kill -TERM failed".into());
+        }
+        let status = tokio::time::timeout(STOP_WAIT, self.child.wait())
+            .await
+            .map_err(|_| "sluice did not exit within 15 s of SIGTERM")??;
+        if !status.success() {
+            return Err(format!("sluice exited badly: {status}").into());
+        }
+        Ok(())
+    }
+}
+
+/// The proxy address from the startup line, e.g.
+/// `… INFO sluice is serving proxy=127.0.0.1:41234 admin=127.0.0.1:40001 agents=1`.
+/// Colour codes, if a build colours its output anyway, are skipped.
+fn serving(line: &str) -> Option<SocketAddr> {
+    if !line.contains("sluice is serving") {
+        return None;
+    }
+    let plain = strip_ansi(line);
+    plain
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("proxy="))
+        .and_then(|a| a.parse().ok())
+}
+
+/// `line` without ANSI SGR sequences (ESC '[' … 'm').
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

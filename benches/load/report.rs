@@ -1,0 +1,174 @@
+//! The results table: one row per workload, with the targets, as a
+//! Markdown table (so it can be pasted into docs/performance.md). With
+//! several runs, each cell is the median and, in parentheses, the range.
+//!
+//! Not here: measuring (workloads.rs).
+
+use std::fmt::Write;
+
+use crate::workloads::Measured;
+
+/// What a row is about and the cost it should stay under.
+#[derive(Debug)]
+pub struct Row {
+    pub name: &'static str,
+    rate_unit: &'static str,
+    cost_unit: &'static str,
+    /// The target for `Measured::cost`, in `cost_unit`.
+    target: f64,
+}
+
+/// The workloads in the order they run and are printed.
+pub const ROWS: [Row; 5] = [
+    Row {
+        name: "new tunnel + 1 small exchange + close (16 clients)",
+        rate_unit: "tunnels/s",
+        cost_unit: "µs/tunnel",
+        target: 48.0,
+    },
+    Row {
+        name: "keep-alive requests in 8 tunnels",
+        rate_unit: "req/s",
+        cost_unit: "µs/req",
+        target: 8.0,
+    },
+    Row {
+        name: "absolute-form GET, 8 keep-alive clients",
+        rate_unit: "req/s",
+        cost_unit: "µs/req",
+        target: 18.0,
+    },
+    Row {
+        name: "bulk download, 4 tunnels × 64 MiB responses",
+        rate_unit: "MiB/s",
+        cost_unit: "µs/MiB",
+        target: 200.0,
+    },
+    Row {
+        name: "idle tunnels (after one exchange each)",
+        rate_unit: "open",
+        cost_unit: "KiB/tunnel RSS",
+        target: 16.0,
+    },
+];
+
+/// Median and range of a set of samples (NaN when there are none).
+fn spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    xs.retain(|x| x.is_finite());
+    if xs.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    let median = if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    };
+    (median, xs[0], xs[n - 1])
+}
+
+/// One cell: the median, then the range when there were several runs,
+/// then `unit`.
+fn cell(xs: Vec<f64>, fmt: impl Fn(f64) -> String, unit: &str) -> (String, f64) {
+    let runs = xs.len();
+    let (median, lo, hi) = spread(xs);
+    if median.is_nan() {
+        return ("–".to_owned(), median);
+    }
+    let sep = if unit.is_empty() || unit == "%" {
+        ""
+    } else {
+        " "
+    };
+    let text = if runs > 1 {
+        format!("{} ({}–{}){sep}{unit}", fmt(median), fmt(lo), fmt(hi))
+    } else {
+        format!("{}{sep}{unit}", fmt(median))
+    };
+    (text, median)
+}
+
+/// Latencies in ms, whatever their size, so that ranges read easily.
+fn millis(us: f64) -> String {
+    format!("{:.2}", us / 1000.0)
+}
+
+fn number(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn percent(x: f64) -> String {
+    format!("{:.0}", x * 100.0)
+}
+
+/// The table for `runs` (each run has one `Measured` per row of [`ROWS`]).
+pub fn table(runs: &[Vec<Measured>]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| workload | rate | p50 | p99 | sluice CPU per unit | target | of which user space | sluice CPU busy | load CPU busy | other CPU |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for (i, row) in ROWS.iter().enumerate() {
+        let column = |f: &dyn Fn(&Measured) -> Option<f64>| -> Vec<f64> {
+            runs.iter().filter_map(|r| r.get(i)).filter_map(f).collect()
+        };
+        let (rate, _) = cell(column(&|m| Some(m.rate)), number, row.rate_unit);
+        let (p50, _) = cell(column(&|m| m.p50_us), millis, "ms");
+        let (p99, _) = cell(column(&|m| m.p99_us), millis, "ms");
+        let (cost, median_cost) = cell(column(&|m| Some(m.cost)), number, row.cost_unit);
+        let verdict = if median_cost <= row.target {
+            "ok"
+        } else {
+            "**over**"
+        };
+        let target = format!("≤ {} {} ({verdict})", row.target, row.cost_unit);
+        let (user, _) = cell(column(&|m| m.sluice_user), percent, "%");
+        let (sluice, _) = cell(column(&|m| m.sluice_busy), percent, "%");
+        let (load, _) = cell(column(&|m| m.load_busy), percent, "%");
+        let (other, _) = cell(column(&|m| m.other_busy), percent, "%");
+        let _ = writeln!(
+            out,
+            "| {} | {rate} | {p50} | {p99} | {cost} | {target} | {user} | {sluice} | {load} | {other} |",
+            row.name
+        );
+    }
+    out
+}
+
+/// Other processes using more than this share of a CPU during a workload
+/// make its figures suspect (they share sluice's or the load side's CPU).
+const DISTURBED: f64 = 0.25;
+
+/// Notes for under the table: errors, and workloads that other processes
+/// disturbed, per run.
+pub fn notes(runs: &[Vec<Measured>]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (r, run) in runs.iter().enumerate() {
+        for (m, row) in run.iter().zip(ROWS.iter()) {
+            if let Some(other) = m.other_busy.filter(|&o| o > DISTURBED) {
+                lines.push(format!(
+                    "run {}: {}: other processes used {:.0}% of a CPU meanwhile (figures disturbed)",
+                    r + 1,
+                    row.name,
+                    other * 100.0
+                ));
+            }
+            if m.errors > 0 {
+                lines.push(format!(
+                    "run {}: {}: {} errors (first: {})",
+                    r + 1,
+                    row.name,
+                    m.errors,
+                    m.first_error.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    lines
+}
