@@ -114,11 +114,12 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
         (Some(p), false) => access_log::Output::File(p),
         (None, false) => access_log::Output::Stdout,
     };
-    let (log, writer) = access_log::open(output, metrics.clone(), opts.log_tap)
-        .await
-        .map_err(|source| AppError::Log {
-            path: config.log.path.clone().unwrap_or_else(|| "stdout".into()),
-            source,
+    let (log, writer) =
+        access_log::open(output, metrics.clone(), opts.log_tap).map_err(|source| {
+            AppError::Log {
+                path: config.log.path.clone().unwrap_or_else(|| "stdout".into()),
+                source,
+            }
         })?;
     let resolver = Resolver::new(&config.dns)?;
     let policy = Arc::new(Policy::new(config.clone()));
@@ -223,7 +224,7 @@ impl Running {
         }
         // The writer exits once the last Sink is gone, after flushing.
         drop(self.state);
-        let _ = self.writer.await;
+        self.writer.finish().await;
         drain
     }
 }

@@ -1,7 +1,7 @@
 //! The access log: one JSON line per request or tunnel (SPEC "Access log").
 //!
 //! A request fills in a [`Record`] as it goes; [`Entry::finish`] serialises
-//! it on the request's own task and hands the line to a single writer task
+//! it on the request's own task and hands the line to a single writer thread
 //! over a bounded channel. The writer batches lines and flushes whenever the
 //! channel runs dry, so the request path never waits for disk. When the
 //! writer falls behind, the sending request waits for room (the line is
@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use std::io::Write;
+
 use serde::Serialize;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::metrics::{Metrics, NO_AGENT};
@@ -82,9 +83,19 @@ pub struct Sink {
     metrics: Metrics,
 }
 
-/// The writer task's handle: await it after every [`Sink`] is dropped to
-/// know that every line is on disk.
-pub type Writer = tokio::task::JoinHandle<()>;
+/// The writer thread's completion: await [`Writer::finish`] after every
+/// [`Sink`] is dropped to know that every line has been written.
+#[derive(Debug)]
+pub struct Writer {
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Writer {
+    /// Resolves once the writer has flushed its last line and exited.
+    pub async fn finish(self) {
+        let _ = self.done.await;
+    }
+}
 
 /// Where the writer puts lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,59 +106,70 @@ pub enum Output<'a> {
     TapOnly,
 }
 
-/// Opens the log and starts the writer task. `tap` receives a copy of
+/// Opens the log and starts the writer thread. `tap` receives a copy of
 /// every line (tests use it to wait for lines).
-pub async fn open(
+///
+/// The writer is a plain thread doing blocking writes, not a task: a tokio
+/// file write is a hand-off to the blocking pool per batch, which measured
+/// as a tenth of sluice's CPU per tunnel (docs/performance.md).
+pub fn open(
     output: Output<'_>,
     metrics: Metrics,
     tap: Option<mpsc::UnboundedSender<String>>,
 ) -> std::io::Result<(Sink, Writer)> {
-    let out: Box<dyn AsyncWrite + Send + Unpin> = match output {
-        Output::TapOnly => Box::new(tokio::io::sink()),
+    let out: Box<dyn Write + Send> = match output {
+        Output::TapOnly => Box::new(std::io::sink()),
         Output::File(p) => Box::new(
-            tokio::fs::OpenOptions::new()
+            std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(p)
-                .await?,
+                .open(p)?,
         ),
-        Output::Stdout => Box::new(tokio::io::stdout()),
+        Output::Stdout => Box::new(std::io::stdout()),
     };
     let (tx, rx) = mpsc::channel(CHANNEL_LINES);
-    let writer = tokio::spawn(write_lines(rx, out, tap));
-    Ok((Sink { tx, metrics }, writer))
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("sluice-access-log".to_owned())
+        .spawn(move || {
+            write_lines(rx, out, tap);
+            let _ = done_tx.send(());
+        })?;
+    Ok((Sink { tx, metrics }, Writer { done }))
 }
 
-async fn write_lines(
+fn write_lines(
     mut rx: mpsc::Receiver<Vec<u8>>,
-    out: Box<dyn AsyncWrite + Send + Unpin>,
+    out: Box<dyn Write + Send>,
     tap: Option<mpsc::UnboundedSender<String>>,
 ) {
-    let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut failed = false;
-    while let Some(line) = rx.recv().await {
+    let mut report = |what: &str, e: std::io::Error| {
+        if !failed {
+            eprintln!("sluice: access log {what} failed: {e}");
+            failed = true;
+        }
+    };
+    while let Some(line) = rx.blocking_recv() {
         let mut next = Some(line);
         // Drain whatever is queued before flushing: one write(2) per batch.
         while let Some(line) = next {
-            if let Err(e) = out.write_all(&line).await {
-                if !failed {
-                    eprintln!("sluice: access log write failed: {e}");
-                    failed = true;
-                }
+            if let Err(e) = out.write_all(&line) {
+                report("write", e);
             }
             if let Some(tap) = &tap {
                 let _ = tap.send(String::from_utf8_lossy(&line).trim_end().to_owned());
             }
             next = rx.try_recv().ok();
         }
-        if let Err(e) = out.flush().await {
-            if !failed {
-                eprintln!("sluice: access log flush failed: {e}");
-                failed = true;
-            }
+        if let Err(e) = out.flush() {
+            report("flush", e);
         }
     }
-    let _ = out.flush().await;
+    if let Err(e) = out.flush() {
+        report("flush", e);
+    }
 }
 
 impl Sink {
