@@ -7,7 +7,10 @@
 //! dialled is policy's job, and the proxy then dials only those — it never
 //! asks again between the check and the connect.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
@@ -64,6 +67,7 @@ impl DnsError {
 #[derive(Clone)]
 pub struct Resolver {
     inner: TokioResolver,
+    hot: Arc<HotCache>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -115,13 +119,22 @@ impl Resolver {
         let inner = builder
             .build()
             .map_err(|e| DnsError::Other(format!("cannot build the resolver: {e}")))?;
-        Ok(Resolver { inner })
+        Ok(Resolver {
+            inner,
+            hot: Arc::new(HotCache::new()),
+        })
     }
 
     /// Looks `name` up (A and AAAA). An empty answer is an error, never an
     /// empty list.
     pub async fn resolve(&self, name: &Name) -> Result<Resolved, DnsError> {
         let started = Instant::now();
+        if let Some(ips) = self.hot.get(name, started) {
+            return Ok(Resolved {
+                ips,
+                elapsed: started.elapsed(),
+            });
+        }
         let fqdn = format!("{}.", name.as_str());
         let lookup = self
             .inner
@@ -132,10 +145,77 @@ impl Resolver {
         if ips.is_empty() {
             return Err(DnsError::Rcode { rcode: "NOERROR" });
         }
+        // valid_until already honours the records' TTLs (capped at
+        // MAX_CACHE_TTL); a TTL of 0 is never reused.
+        self.hot.put(name, &ips, lookup.valid_until());
         Ok(Resolved {
             ips,
             elapsed: started.elapsed(),
         })
+    }
+}
+
+/// A front for hickory's cache: positive answers by name, in shards so that
+/// concurrent requests for different names never wait on one lock, and a
+/// hit costs one hash and a short critical section instead of a trip
+/// through the resolver's lookup machinery.
+struct HotCache {
+    shards: Box<[Mutex<HashMap<Name, Cached>>]>,
+    hasher: RandomState,
+}
+
+struct Cached {
+    ips: Arc<[IpAddr]>,
+    until: Instant,
+}
+
+/// Shards: enough that two cores rarely meet on one lock.
+const SHARDS: usize = 16;
+/// Names per shard; a full shard drops its expired entries, then everything.
+const PER_SHARD: usize = 1024;
+
+impl HotCache {
+    fn new() -> HotCache {
+        HotCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, name: &Name) -> &Mutex<HashMap<Name, Cached>> {
+        let i = (self.hasher.hash_one(name) as usize) % self.shards.len();
+        &self.shards[i]
+    }
+
+    fn get(&self, name: &Name, now: Instant) -> Option<Vec<IpAddr>> {
+        // A poisoned shard only means a panic elsewhere mid-insert; the map
+        // itself is still sound.
+        let shard = self.shard(name).lock().unwrap_or_else(|p| p.into_inner());
+        shard
+            .get(name)
+            .filter(|c| c.until > now)
+            .map(|c| c.ips.to_vec())
+    }
+
+    fn put(&self, name: &Name, ips: &[IpAddr], until: Instant) {
+        let now = Instant::now();
+        if until <= now {
+            return;
+        }
+        let mut shard = self.shard(name).lock().unwrap_or_else(|p| p.into_inner());
+        if shard.len() >= PER_SHARD {
+            shard.retain(|_, c| c.until > now);
+            if shard.len() >= PER_SHARD {
+                shard.clear();
+            }
+        }
+        shard.insert(
+            name.clone(),
+            Cached {
+                ips: ips.into(),
+                until,
+            },
+        );
     }
 }
 
