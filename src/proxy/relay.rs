@@ -23,9 +23,15 @@ use crate::host::{Host, Name};
 use super::ClientIo;
 use super::sni::{self, Peek};
 
-/// Relay buffer per direction. 16 KiB holds a full TLS record, so a
-/// record is usually moved with one read and one write.
+/// Relay buffer per direction on the generic (TLS client) path, held for
+/// the tunnel's life. 16 KiB holds a full TLS record, so a record is
+/// usually moved with one read and one write.
 const BUF_SIZE: usize = 16 * 1024;
+
+/// Buffer for a burst on the plain-TCP path, held only while bytes flow:
+/// large, because bulk transfers cost a pair of syscalls per buffer and
+/// idle tunnels do not pay for it.
+const BURST_SIZE: usize = 64 * 1024;
 
 /// What the tunnel checks and how long it may idle.
 #[derive(Debug, Clone)]
@@ -214,7 +220,7 @@ async fn pump_tcp(
 ) -> Result<(), End> {
     loop {
         r.readable().await.map_err(End::Error)?;
-        let mut buf = Vec::with_capacity(BUF_SIZE);
+        let mut buf = Vec::with_capacity(BURST_SIZE);
         loop {
             match r.try_read_buf(&mut buf) {
                 Ok(0) => {
