@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use rustix::pipe::{PipeFlags, SpliceFlags};
+use std::os::fd::OwnedFd;
+use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, tcp};
 use tokio::time::Instant;
@@ -237,11 +240,99 @@ async fn pump_tcp(
                     count.fetch_add(n as u64, Ordering::Relaxed);
                     let full = buf.len() == buf.capacity();
                     buf.clear();
+                    if full && buf.capacity() >= BURST_MAX {
+                        // A bulk transfer: move the rest through the kernel.
+                        if let Some(pipe) = Pipe::new() {
+                            drop(buf);
+                            return splice_rest(r.as_ref(), w, &pipe, count, activity).await;
+                        }
+                    }
                     if full && buf.capacity() < BURST_MAX {
                         buf.reserve_exact(BURST_MAX);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(End::Error(e)),
+            }
+        }
+    }
+}
+
+/// A pipe for splice(2): socket → pipe → socket moves pages, not bytes.
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+}
+
+/// Pipe capacity asked for: fewer splice calls per MiB than the default
+/// 64 KiB; the kernel may refuse (pipe-max-size), which only costs calls.
+const PIPE_SIZE: usize = 512 * 1024;
+
+impl Pipe {
+    /// None if no pipe can be had (descriptor limits): the caller keeps
+    /// copying through its buffer.
+    fn new() -> Option<Pipe> {
+        let (read, write) =
+            rustix::pipe::pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC).ok()?;
+        let _ = rustix::pipe::fcntl_setpipe_size(&write, PIPE_SIZE);
+        Some(Pipe { read, write })
+    }
+}
+
+/// Relays the rest of a bulk direction with splice(2), zero-copy, until EOF;
+/// then half-closes `w`. Counts and activity are kept exactly as the
+/// buffered path keeps them.
+async fn splice_rest(
+    src: &TcpStream,
+    w: &mut tcp::WriteHalf<'_>,
+    pipe: &Pipe,
+    count: &AtomicU64,
+    activity: &Activity,
+) -> Result<(), End> {
+    let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
+    loop {
+        // Socket → pipe. The pipe is empty here, so EAGAIN means the socket
+        // is, and try_io clears its readiness for the next readable().
+        let n = loop {
+            src.readable().await.map_err(End::Error)?;
+            let moved = src.try_io(Interest::READABLE, || {
+                Ok(rustix::pipe::splice(
+                    src,
+                    None,
+                    &pipe.write,
+                    None,
+                    PIPE_SIZE,
+                    flags,
+                )?)
+            });
+            match moved {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(End::Error(e)),
+            }
+        };
+        if n == 0 {
+            let _ = w.shutdown().await;
+            return Ok(());
+        }
+        activity.touch();
+        // Pipe → socket, until the pipe is empty again.
+        let dst: &TcpStream = w.as_ref();
+        let mut left = n;
+        while left > 0 {
+            dst.writable().await.map_err(End::Error)?;
+            let moved = dst.try_io(Interest::WRITABLE, || {
+                Ok(rustix::pipe::splice(
+                    &pipe.read, None, dst, None, left, flags,
+                )?)
+            });
+            match moved {
+                Ok(m) => {
+                    left -= m;
+                    count.fetch_add(m as u64, Ordering::Relaxed);
+                    activity.touch();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(End::Error(e)),
             }
         }

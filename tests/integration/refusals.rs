@@ -369,14 +369,19 @@ async fn dns_timeout_is_504() {
 }
 
 /// A loopback port with nothing listening on it.
-async fn closed_port() -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
+/// A port where nothing listens, held (bound, not listening) for the life
+/// of the returned socket so that no parallel test's listener can take it:
+/// connections to it are refused.
+async fn closed_port() -> (tokio::net::TcpSocket, u16) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
 }
 
 #[tokio::test]
 async fn refused_upstream_is_502_connection_refused() {
-    let port = closed_port().await;
+    let (_held, port) = closed_port().await;
     let dns = dns().a("down.example.com", [127, 0, 0, 1]).run().await;
     let mut p = proxy(&ci(
         &format!("\"down.example.com:{port}\", \"127.0.0.1/32:{port}\""),
