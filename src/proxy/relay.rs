@@ -8,6 +8,10 @@
 //! `api.example.com` could CONNECT there and ask for `evil.example` on a
 //! shared front (domain fronting). The upstream-to-client direction runs
 //! from the start, so server-first protocols are not held up by the gate.
+//!
+//! Plain-TCP tunnels hold no relay buffer while idle (one is allocated per
+//! burst), and a direction that turns out to be bulk continues with
+//! splice(2), zero-copy. TLS-listener tunnels use a generic buffered copy.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
