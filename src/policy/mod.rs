@@ -8,13 +8,14 @@ pub mod addrs;
 pub mod rules;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use crate::config::{AgentConfig, Config, Mode};
 use crate::host::Host;
 use crate::identity::Identities;
+use crate::telemetry::metrics::{AgentSeries, Metrics};
 use rules::{Query, RuleIndex};
 
 /// Index of an agent in the policy it came from.
@@ -41,6 +42,9 @@ pub struct AgentPolicy {
     deny: RuleIndex,
     allow_text: Vec<Arc<str>>,
     deny_text: Vec<Arc<str>>,
+    /// Its metric series, resolved on first use (policy stays free of the
+    /// registry; the handles are only cached here).
+    series: OnceLock<Arc<AgentSeries>>,
     /// Client connections attributed to this agent now. Shared with the
     /// policy this one replaced (same agent name), so a reload neither
     /// resets nor double-counts the limit.
@@ -230,6 +234,13 @@ impl Policy {
 }
 
 impl AgentPolicy {
+    /// The agent's hot metric series, resolved once per policy.
+    pub fn series(&self, metrics: &Metrics) -> Arc<AgentSeries> {
+        self.series
+            .get_or_init(|| Arc::new(metrics.agent_series(&self.name)))
+            .clone()
+    }
+
     fn new(a: &AgentConfig, config: &Config) -> AgentPolicy {
         let allow = RuleIndex::new(a.allow.iter().map(|r| (&r.spec, r.expires)), true);
         let deny = RuleIndex::new(a.deny.iter().map(|r| (&r.spec, r.expires)), false);
@@ -242,6 +253,7 @@ impl AgentPolicy {
             allow_text: a.allow.iter().map(|r| Arc::from(r.text.as_str())).collect(),
             deny_text: a.deny.iter().map(|r| Arc::from(r.text.as_str())).collect(),
             active: Arc::new(AtomicUsize::new(0)),
+            series: OnceLock::new(),
         }
     }
 }

@@ -208,6 +208,7 @@ impl<S: ClientIo> Conn<S> {
             .map_err(ProxyError::Identity)?;
         let agent = policy.agent(who.agent);
         log.record.agent = Some(agent.name.clone());
+        log.series = Some(agent.series(&self.state.metrics));
         log.record.identity = Some(who.method.as_str());
         log.record.mode = Some(agent.mode.as_str());
         // The connection counts against the agent its requests come from;
@@ -299,12 +300,8 @@ impl<S: ClientIo> Conn<S> {
         }
         log.record.status = Some(200);
         let agent = policy.agent(a.agent);
-        let gauge = self
-            .state
-            .metrics
-            .tunnels_active
-            .with_label_values(&[&agent.name]);
-        gauge.inc();
+        let series = agent.series(&self.state.metrics);
+        series.tunnels.inc();
         let opts = relay::Options {
             idle_timeout: egress.idle_timeout,
             sni_host: a.target.host.name(),
@@ -312,7 +309,7 @@ impl<S: ClientIo> Conn<S> {
         };
         let pending = std::mem::take(&mut self.buf);
         let out = relay::tunnel(&mut self.stream, pending, upstream, &opts).await;
-        gauge.dec();
+        series.tunnels.dec();
         log.record.bytes_up = Some(out.bytes_up);
         log.record.bytes_down = Some(out.bytes_down);
         log.record.sni = out.sni;

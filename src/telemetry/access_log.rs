@@ -20,7 +20,7 @@ use std::io::Write;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::metrics::{Metrics, NO_AGENT};
+use super::metrics::{AgentSeries, Metrics, NO_AGENT};
 
 /// Lines buffered between request tasks and the writer. At ~400 bytes a
 /// line this is ~25 MiB at most, and seconds of headroom at any rate a
@@ -215,6 +215,8 @@ fn warn_behind() {
 #[derive(Debug)]
 pub struct Entry {
     pub record: Record,
+    /// The agent's pre-resolved series, once the agent is known.
+    pub series: Option<Arc<AgentSeries>>,
     started: Instant,
     sink: Option<Sink>,
 }
@@ -251,6 +253,7 @@ impl Entry {
                 ..Record::default()
             },
             started,
+            series: None,
             sink: Some(sink.clone()),
         }
     }
@@ -277,14 +280,28 @@ impl Entry {
         r.duration_ms = ms(self.started.elapsed());
         let agent = r.agent.as_deref().unwrap_or(NO_AGENT);
         let m = &sink.metrics;
-        m.requests
-            .with_label_values(&[agent, r.decision, r.reason.unwrap_or("none")])
-            .inc();
-        if let Some(up) = r.bytes_up.filter(|b| *b > 0) {
-            m.bytes.with_label_values(&[agent, "up"]).inc_by(up);
+        match (&self.series, r.decision, r.reason) {
+            (Some(s), "allow", None) => s.allowed.inc(),
+            _ => m
+                .requests
+                .with_label_values(&[agent, r.decision, r.reason.unwrap_or("none")])
+                .inc(),
         }
-        if let Some(down) = r.bytes_down.filter(|b| *b > 0) {
-            m.bytes.with_label_values(&[agent, "down"]).inc_by(down);
+        let up = r.bytes_up.unwrap_or(0);
+        let down = r.bytes_down.unwrap_or(0);
+        match &self.series {
+            Some(s) => {
+                s.up.inc_by(up);
+                s.down.inc_by(down);
+            }
+            None => {
+                if up > 0 {
+                    m.bytes.with_label_values(&[agent, "up"]).inc_by(up);
+                }
+                if down > 0 {
+                    m.bytes.with_label_values(&[agent, "down"]).inc_by(down);
+                }
+            }
         }
         let mut line = match serde_json::to_vec(r) {
             Ok(line) => line,

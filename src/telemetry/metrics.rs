@@ -7,6 +7,20 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+/// One agent's hot series, resolved once per policy: requests pass no
+/// label lookup (and take no registry lock) to count themselves.
+#[derive(Debug)]
+pub struct AgentSeries {
+    /// `sluice_requests_total{agent,decision="allow",reason="none"}`
+    pub allowed: IntCounter,
+    /// `sluice_bytes_total{agent,direction="up"}`
+    pub up: IntCounter,
+    /// `sluice_bytes_total{agent,direction="down"}`
+    pub down: IntCounter,
+    /// `sluice_tunnels_active{agent}`
+    pub tunnels: IntGauge,
+}
+
 /// The agent label when no agent could be determined.
 pub const NO_AGENT: &str = "-";
 
@@ -142,6 +156,16 @@ impl Metrics {
             m.reloads.with_label_values(&[result]);
         }
         Ok(m)
+    }
+
+    /// Resolves `agent`'s hot series.
+    pub fn agent_series(&self, agent: &str) -> AgentSeries {
+        AgentSeries {
+            allowed: self.requests.with_label_values(&[agent, "allow", "none"]),
+            up: self.bytes.with_label_values(&[agent, "up"]),
+            down: self.bytes.with_label_values(&[agent, "down"]),
+            tunnels: self.tunnels_active.with_label_values(&[agent]),
+        }
     }
 
     /// The Prometheus text exposition of every series.
