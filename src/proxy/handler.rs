@@ -62,6 +62,19 @@ struct Admitted {
     agent: usize,
 }
 
+/// Whether a forwarded request may be sent again after its upstream failed
+/// before answering: a safe method (RFC 9110 §9.2.1) and no body.
+fn retriable(head: &Head, target: &Target) -> bool {
+    matches!(head.method(), "GET" | "HEAD" | "OPTIONS")
+        && matches!(
+            target.kind,
+            Kind::Forward {
+                body: super::target::Framing::None,
+                ..
+            }
+        )
+}
+
 impl<S: ClientIo> Conn<S> {
     pub fn new(
         state: Arc<State>,
@@ -328,31 +341,25 @@ impl<S: ClientIo> Conn<S> {
     /// connections when their framing allows.
     async fn forward(&mut self, policy: &Policy, head: &Head, a: Admitted, mut log: Entry) -> bool {
         let egress = &policy.config.egress;
-        let mut up = match self.take_pooled(&a) {
+        let opts = forward::Options {
+            idle_timeout: egress.idle_timeout,
+        };
+        let pooled = self.take_pooled(&a);
+        let reused = pooled.is_some();
+        let mut up = match pooled {
             Some(p) => {
                 log.record.ip = Some(p.addr.ip());
                 p
             }
-            None => match self.dial(&a, egress.connect_timeout, &mut log).await {
-                Ok(stream) => Pooled {
-                    host: a.target.host.clone(),
-                    port: a.target.port,
-                    addr: stream
-                        .peer_addr()
-                        .unwrap_or_else(|_| SocketAddr::new(a.ips[0], a.target.port)),
-                    stream,
-                    buf: BytesMut::new(),
-                },
+            None => match self.dial_pooled(&a, egress.connect_timeout, &mut log).await {
+                Ok(p) => p,
                 Err(e) => {
                     self.refuse_in_place(policy, e, log, None).await;
                     return false;
                 }
             },
         };
-        let opts = forward::Options {
-            idle_timeout: egress.idle_timeout,
-        };
-        let result = forward::forward(
+        let mut result = forward::forward(
             &mut self.stream,
             &mut self.buf,
             head,
@@ -362,6 +369,31 @@ impl<S: ClientIo> Conn<S> {
             opts,
         )
         .await;
+        // A kept-alive upstream may close just as it is reused. A safe
+        // request without a body has reached no one intact and consumed
+        // nothing from the client: send it once more on a fresh connection.
+        if reused
+            && retriable(head, &a.target)
+            && matches!(result, Err(forward::ForwardError::Upstream(_)))
+        {
+            up = match self.dial_pooled(&a, egress.connect_timeout, &mut log).await {
+                Ok(p) => p,
+                Err(e) => {
+                    self.refuse_in_place(policy, e, log, None).await;
+                    return false;
+                }
+            };
+            result = forward::forward(
+                &mut self.stream,
+                &mut self.buf,
+                head,
+                &a.target,
+                &mut up.stream,
+                &mut up.buf,
+                opts,
+            )
+            .await;
+        }
         match result {
             Ok(f) => {
                 log.record.status = Some(f.status);
@@ -395,6 +427,25 @@ impl<S: ClientIo> Conn<S> {
                 false
             }
         }
+    }
+
+    /// Dials a new upstream connection that may be kept for the next request.
+    async fn dial_pooled(
+        &self,
+        a: &Admitted,
+        timeout: Duration,
+        log: &mut Entry,
+    ) -> Result<Pooled, ProxyError> {
+        let stream = self.dial(a, timeout, log).await?;
+        Ok(Pooled {
+            host: a.target.host.clone(),
+            port: a.target.port,
+            addr: stream
+                .peer_addr()
+                .unwrap_or_else(|_| SocketAddr::new(a.ips[0], a.target.port)),
+            stream,
+            buf: BytesMut::new(),
+        })
     }
 
     /// The pooled upstream, if it serves this host and port at a vetted

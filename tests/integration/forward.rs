@@ -558,3 +558,53 @@ async fn https_in_absolute_form_is_400() {
     assert_eq!(origin.connections(), 0);
     p.shutdown().await;
 }
+
+/// The origin closes a kept-alive connection just as sluice reuses it (it
+/// reads the second request and hangs up without answering). A GET without
+/// a body is sent once more on a fresh connection: the client sees 200.
+#[tokio::test]
+async fn reused_upstream_that_closes_is_retried_for_a_safe_request() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut served = 0;
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 || served == 1 {
+                        return; // the second request on a connection: hang up
+                    }
+                    served += 1;
+                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let mut p = proxy(&ci(port, "")).dns(&dns).run().await;
+    let mut s = net::connect_from(CI, p.addr).await;
+    for path in ["/one", "/two"] {
+        let r = net::exchange(
+            &mut s,
+            &format!("GET http://api.example.com:{port}{path} HTTP/1.1\r\nHost: api.example.com:{port}\r\n\r\n"),
+        )
+        .await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{path}");
+        let log = p.next_log().await;
+        assert_eq!(log["status"], 200);
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one reuse that failed, one fresh connection"
+    );
+    drop(s);
+    p.shutdown().await;
+}
