@@ -206,12 +206,14 @@ async fn gate<R: AsyncRead + Unpin>(
         pending.reserve(4096);
         let n = r.read_buf(&mut pending).await.map_err(End::Error)?;
         if n == 0 {
-            // Closed before the hello was complete: nothing to forward that
-            // the gate has approved.
+            // The client finished sending. Part of a hello cannot be judged,
+            // so it never passes; nothing at all is a half-close that the
+            // pump relays (unless SNI is required), while the upstream may
+            // still answer.
             return if opts.require_sni || !pending.is_empty() {
                 Err(End::Refused("sni_missing"))
             } else {
-                Err(End::Closed)
+                Ok((pending, None))
             };
         }
         activity.touch();

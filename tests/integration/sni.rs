@@ -145,3 +145,31 @@ async fn non_tls_first_bytes_pass_unless_sni_is_required() {
     assert!(origin.connections() <= before + 1);
     p.shutdown().await;
 }
+
+/// A client that half-closes without sending a byte (server-first
+/// protocols) still gets everything the upstream sends afterwards.
+#[tokio::test]
+async fn half_close_before_any_byte_still_relays_the_answer() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        s.write_all(b"220 bye").await.unwrap();
+    });
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let mut p = proxy(&config(port, "")).dns(&dns).run().await;
+    let (mut s, rsp) = net::connect(CI, p.addr, &format!("api.example.com:{port}"), "").await;
+    assert_eq!(rsp.status, 200);
+    s.shutdown().await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert_eq!(answer, "220 bye");
+    let log = p.next_log().await;
+    assert_eq!(
+        (log["bytes_up"].as_u64(), log["bytes_down"].as_u64()),
+        (Some(0), Some(7))
+    );
+    p.shutdown().await;
+}
