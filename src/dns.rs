@@ -76,14 +76,6 @@ impl std::fmt::Debug for Resolver {
     }
 }
 
-/// A successful lookup.
-#[derive(Debug, Clone)]
-pub struct Resolved {
-    /// Every address returned, in the resolver's order (A before AAAA).
-    pub ips: Vec<IpAddr>,
-    pub elapsed: Duration,
-}
-
 impl Resolver {
     /// Builds a resolver from `[dns]`: the configured name servers, else the
     /// system's resolv.conf (its search domains and ndots are ignored).
@@ -127,13 +119,9 @@ impl Resolver {
 
     /// Looks `name` up (A and AAAA). An empty answer is an error, never an
     /// empty list.
-    pub async fn resolve(&self, name: &Name) -> Result<Resolved, DnsError> {
-        let started = Instant::now();
-        if let Some(ips) = self.hot.get(name, started) {
-            return Ok(Resolved {
-                ips,
-                elapsed: started.elapsed(),
-            });
+    pub async fn resolve(&self, name: &Name) -> Result<Vec<IpAddr>, DnsError> {
+        if let Some(ips) = self.hot.get(name, Instant::now()) {
+            return Ok(ips);
         }
         let fqdn = format!("{}.", name.as_str());
         let lookup = self
@@ -148,10 +136,7 @@ impl Resolver {
         // valid_until already honours the records' TTLs (capped at
         // MAX_CACHE_TTL); a TTL of 0 is never reused.
         self.hot.put(name, &ips, lookup.valid_until());
-        Ok(Resolved {
-            ips,
-            elapsed: started.elapsed(),
-        })
+        Ok(ips)
     }
 }
 

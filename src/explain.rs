@@ -193,7 +193,7 @@ pub async fn explain(
             dns.timeout = dns.timeout.min(Duration::from_secs(10));
             e.resolved = true;
             match Resolver::new(&dns)?.resolve(name).await {
-                Ok(r) => r.ips,
+                Ok(ips) => ips,
                 Err(err) => {
                     e.dns_error = Some(err.to_string());
                     e.why.push_str("; but the name does not resolve");

@@ -145,7 +145,7 @@ impl<S: ClientIo> Conn<S> {
     }
 
     /// A head that could not be read: 400 or 431, or silence on a timeout.
-    async fn bad_head(self, policy: &Policy, e: ReadError) {
+    async fn bad_head(mut self, policy: &Policy, e: ReadError) {
         let mut log = Entry::new(&self.state.log, self.peer);
         if let Some(id) = self.agent_hint(policy) {
             log.record.agent = Some(policy.agent(id).name.clone());
@@ -161,7 +161,7 @@ impl<S: ClientIo> Conn<S> {
                 return;
             }
         };
-        self.refuse(policy, err, log, None).await;
+        self.refuse_in_place(policy, err, log, None).await;
     }
 
     /// The agent a connection belongs to before any head is understood:
@@ -257,12 +257,13 @@ impl<S: ClientIo> Conn<S> {
                 let resolved = self.state.resolver.resolve(name).await;
                 // Every lookup is observed, failed ones too: the histogram's
                 // count is the denominator of the DNS error rate.
-                m.dns_lookup.observe(started.elapsed().as_secs_f64());
+                let took = started.elapsed();
+                m.dns_lookup.observe(took.as_secs_f64());
+                log.record.dns_ms = Some(ms(took));
                 match resolved {
-                    Ok(r) => {
-                        log.record.dns_ms = Some(ms(r.elapsed));
-                        log.record.ips = Some(r.ips.clone());
-                        r.ips
+                    Ok(ips) => {
+                        log.record.ips = Some(ips.clone());
+                        ips
                     }
                     Err(e) => {
                         m.dns_errors.with_label_values(&[e.kind()]).inc();
@@ -344,46 +345,26 @@ impl<S: ClientIo> Conn<S> {
         let opts = forward::Options {
             idle_timeout: egress.idle_timeout,
         };
-        let pooled = self.take_pooled(&a);
-        let reused = pooled.is_some();
-        let mut up = match pooled {
-            Some(p) => {
-                log.record.ip = Some(p.addr.ip());
-                p
-            }
-            None => match self.dial_pooled(&a, egress.connect_timeout, &mut log).await {
-                Ok(p) => p,
-                Err(e) => {
-                    self.refuse_in_place(policy, e, log, None).await;
-                    return false;
-                }
-            },
-        };
-        let mut result = forward::forward(
-            &mut self.stream,
-            &mut self.buf,
-            head,
-            &a.target,
-            &mut up.stream,
-            &mut up.buf,
-            opts,
-        )
-        .await;
         // A kept-alive upstream may close just as it is reused. A safe
         // request without a body has reached no one intact and consumed
-        // nothing from the client: send it once more on a fresh connection.
-        if reused
-            && retriable(head, &a.target)
-            && matches!(result, Err(forward::ForwardError::Upstream(_)))
-        {
-            up = match self.dial_pooled(&a, egress.connect_timeout, &mut log).await {
-                Ok(p) => p,
-                Err(e) => {
-                    self.refuse_in_place(policy, e, log, None).await;
-                    return false;
+        // nothing from the client: it is sent once more on a fresh connection.
+        let mut pooled = self.take_pooled(&a);
+        let (up, result) = loop {
+            let reused = pooled.is_some();
+            let mut up = match pooled.take() {
+                Some(p) => {
+                    log.record.ip = Some(p.addr.ip());
+                    p
                 }
+                None => match self.dial_pooled(&a, egress.connect_timeout, &mut log).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.refuse_in_place(policy, e, log, None).await;
+                        return false;
+                    }
+                },
             };
-            result = forward::forward(
+            let result = forward::forward(
                 &mut self.stream,
                 &mut self.buf,
                 head,
@@ -393,7 +374,11 @@ impl<S: ClientIo> Conn<S> {
                 opts,
             )
             .await;
-        }
+            let stale = matches!(result, Err(forward::ForwardError::Upstream(_)));
+            if !(reused && stale && retriable(head, &a.target)) {
+                break (up, result);
+            }
+        };
         match result {
             Ok(f) => {
                 log.record.status = Some(f.status);
@@ -497,10 +482,6 @@ impl<S: ClientIo> Conn<S> {
         let _ = self.stream.write_all(&response).await;
         log.finish().await;
         self.linger().await;
-    }
-
-    async fn refuse(mut self, policy: &Policy, err: ProxyError, log: Entry, rule: Option<&str>) {
-        self.refuse_in_place(policy, err, log, rule).await;
     }
 
     /// Records the refusal on the log entry and renders the response.

@@ -258,11 +258,6 @@ impl Entry {
         }
     }
 
-    /// Time since the request started.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     /// Writes the line and counts it in `sluice_requests_total` and
     /// `sluice_bytes_total`.
     pub async fn finish(mut self) {
