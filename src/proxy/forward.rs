@@ -92,11 +92,9 @@ where
     let idle = opts.idle_timeout;
 
     let up = async {
-        uw.write_all(&request_head)
-            .await
-            .map_err(|e| ForwardError::Upstream(e.to_string()))?;
-        match relay_body(&mut cr, cbuf, &mut uw, *body, idle).await {
+        match relay_body(&mut cr, cbuf, &mut uw, *body, idle, &request_head).await {
             Ok(n) => Ok((request_head.len() as u64 + n, true)),
+            Err(BodyError::HeadWrite(e)) => Err(ForwardError::Upstream(e.to_string())),
             // The origin stopped reading (it may already have answered):
             // the response decides what the client sees.
             Err(BodyError::Write(_)) => Ok((request_head.len() as u64, false)),
@@ -134,11 +132,8 @@ where
         let framing = resp.framing(is_head)?;
         let close = client_wants_close || framing == Framing::Close;
         let out = rewrite_response(&resp, close);
-        cw.write_all(&out)
-            .await
-            .map_err(|e| ForwardError::Broken(e.to_string()))?;
         bytes += out.len() as u64;
-        let n = relay_body(&mut ur, ubuf, &mut cw, framing, idle)
+        let n = relay_body(&mut ur, ubuf, &mut cw, framing, idle, &out)
             .await
             .map_err(|e| ForwardError::Broken(e.to_string()))?;
         cw.flush()
@@ -368,6 +363,9 @@ fn rewrite_response(resp: &Response, close: bool) -> Vec<u8> {
 
 #[derive(Debug, thiserror::Error)]
 enum BodyError {
+    /// A write carrying the message head failed: the peer may have none of it.
+    #[error("write failed: {0}")]
+    HeadWrite(io::Error),
     #[error("read failed: {0}")]
     Read(io::Error),
     #[error("write failed: {0}")]
@@ -380,21 +378,32 @@ enum BodyError {
     Idle,
 }
 
-/// Copies one body from `buf` + `r` to `w` as `framing` delimits it; bytes
-/// after its end stay in `buf`. Returns the bytes copied.
+/// Sends the message head `head`, then copies its body from `buf` + `r` to
+/// `w` as `framing` delimits it; bytes after its end stay in `buf`. Returns
+/// the body bytes copied.
+///
+/// The head goes out with the body bytes already read, in one write: a
+/// small message costs one send(2), not two (measured: a third of the
+/// sends per absolute-form request). When no body byte is at hand the head
+/// is sent alone before waiting, so a streamed response shows its headers
+/// at once and `Expect: 100-continue` gets its head to the origin.
 async fn relay_body<R, W>(
     r: &mut R,
     buf: &mut BytesMut,
     w: &mut W,
     framing: Framing,
     idle: Duration,
+    mut head: &[u8],
 ) -> Result<u64, BodyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut remaining = match framing {
-        Framing::None => return Ok(0),
+        Framing::None => {
+            w.write_all(head).await.map_err(BodyError::HeadWrite)?;
+            return Ok(0);
+        }
         Framing::Length(n) => n,
         Framing::Chunked | Framing::Close => u64::MAX,
     };
@@ -407,7 +416,15 @@ where
                 Framing::Chunked => chunked.scan(buf).map_err(BodyError::Malformed)?,
                 _ => buf.len(),
             };
-            w.write_all(&buf[..n]).await.map_err(BodyError::Write)?;
+            let with_head = !head.is_empty();
+            w.write_all_buf(&mut Buf::chain(head, &buf[..n]))
+                .await
+                .map_err(if with_head {
+                    BodyError::HeadWrite
+                } else {
+                    BodyError::Write
+                })?;
+            head = &[];
             buf.advance(n);
             total += n as u64;
             match framing {
@@ -420,6 +437,10 @@ where
                 Framing::Chunked if chunked.done() => return Ok(total),
                 _ => {}
             }
+        }
+        if !head.is_empty() {
+            w.write_all(head).await.map_err(BodyError::HeadWrite)?;
+            head = &[];
         }
         buf.reserve(READ_CHUNK);
         let n = match tokio::time::timeout(idle, r.read_buf(buf)).await {

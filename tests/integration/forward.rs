@@ -472,6 +472,99 @@ async fn a_chunked_body_is_streamed_not_buffered() {
     p.shutdown().await;
 }
 
+/// Reads from `s` until `want` has arrived (or the test times out).
+async fn read_until(s: &mut tokio::net::TcpStream, want: &str) -> String {
+    let mut got = Vec::new();
+    tokio::time::timeout(CLIENT_WAIT, async {
+        while !String::from_utf8_lossy(&got).contains(want) {
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before {want:?}: {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "{want:?} never arrived: {:?}",
+            String::from_utf8_lossy(&got)
+        )
+    });
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn a_streamed_response_shows_its_head_before_any_body_byte() {
+    // The origin answers with a chunked head at once and holds the body
+    // until the client, through sluice, has seen the head.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (head_seen, release) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        read_until(&mut s, "\r\n\r\n").await;
+        s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        let _ = release.await;
+        s.write_all(b"5\r\nevent\r\n0\r\n\r\n").await.unwrap();
+    });
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let mut p = proxy(&ci(port, "")).dns(&dns).run().await;
+    let mut s = net::connect_from(CI, p.addr).await;
+    let req = format!(
+        "GET http://api.example.com:{port}/stream HTTP/1.1\r\nHost: api.example.com:{port}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let head = read_until(&mut s, "\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    head_seen.send(()).unwrap();
+    let rest = read_until(&mut s, "0\r\n\r\n").await;
+    assert!(rest.contains("5\r\nevent\r\n"), "{rest}");
+    assert_eq!(p.next_log().await["status"], 200);
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn expect_100_continue_reaches_the_origin_before_the_body_is_sent() {
+    // The client holds its body until it sees 100 Continue, which only the
+    // origin sends, once it has the request head.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let head = read_until(&mut s, "\r\n\r\n").await;
+        assert!(head.contains("Expect: 100-continue"), "{head}");
+        s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+        read_until(&mut s, "hello").await;
+        s.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+    });
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let mut p = proxy(&ci(port, "")).dns(&dns).run().await;
+    let mut s = net::connect_from(CI, p.addr).await;
+    let req = format!(
+        "POST http://api.example.com:{port}/up HTTP/1.1\r\nHost: api.example.com:{port}\r\n\
+         Content-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let interim = read_until(&mut s, "\r\n\r\n").await;
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim}"
+    );
+    let rsp = net::exchange(&mut s, "hello").await;
+    assert_eq!(rsp.status, 201, "{rsp:?}");
+    assert_eq!(rsp.body, "ok");
+    assert_eq!(p.next_log().await["status"], 201);
+    p.shutdown().await;
+}
+
 #[tokio::test]
 async fn request_smuggling_shapes_are_refused_before_anything_goes_upstream() {
     let (origin, dns, mut p) = setup("").await;
