@@ -223,7 +223,6 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 struct Response {
     raw: BytesMut,
     status: u16,
-    version: u8,
     reason: String,
     headers: Vec<(String, Vec<u8>)>,
     /// The origin said `Connection: close` (or spoke HTTP/1.0 without keep-alive).
@@ -261,7 +260,6 @@ async fn read_response<R: AsyncRead + Unpin>(
                     return Ok(Response {
                         raw: buf.split_to(n),
                         status,
-                        version,
                         reason,
                         headers,
                         close,
@@ -344,8 +342,12 @@ impl Response {
 
 fn rewrite_response(resp: &Response, close: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(resp.raw.len() + 32);
-    let _ = resp.version;
-    out.extend_from_slice(format!("HTTP/1.1 {} {}\r\n", resp.status, resp.reason).as_bytes());
+    // httparse accepts only three-digit status codes.
+    let [_, hundreds, tens, ones] = [1000, 100, 10, 1].map(|d| b'0' + (resp.status / d % 10) as u8);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(&[hundreds, tens, ones, b' ']);
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     let tokens = connection_tokens(resp.values("connection"));
     let chunked = resp.values("transfer-encoding").next().is_some();
     for (name, value) in &resp.headers {

@@ -16,7 +16,7 @@ use tokio::time::{Duration, Instant};
 use crate::host::Host;
 use crate::identity::{Evidence, IdentityError};
 use crate::policy::{AgentSlot, Policy, Verdict};
-use crate::telemetry::access_log::{Entry, ms};
+use crate::telemetry::access_log::{Entry, ms, src_text};
 
 use super::error::{Context, ProxyError};
 use super::head::{self, Head, ReadError};
@@ -33,6 +33,8 @@ const LINGER_BYTES: usize = 256 * 1024;
 pub struct Conn<S> {
     state: Arc<State>,
     peer: SocketAddr,
+    /// `peer` as the access log's `src` field, formatted once.
+    src: Arc<str>,
     stream: S,
     buf: BytesMut,
     /// The verified client certificate's SPIFFE ID (TLS listener only).
@@ -86,6 +88,7 @@ impl<S: ClientIo> Conn<S> {
         Conn {
             state,
             peer,
+            src: src_text(peer),
             stream,
             buf: BytesMut::new(),
             spiffe,
@@ -146,7 +149,7 @@ impl<S: ClientIo> Conn<S> {
 
     /// A head that could not be read: 400 or 431, or silence on a timeout.
     async fn bad_head(mut self, policy: &Policy, e: ReadError) {
-        let mut log = Entry::new(&self.state.log, self.peer);
+        let mut log = Entry::new(&self.state.log, self.src.clone());
         if let Some(id) = self.agent_hint(policy) {
             log.record.agent = Some(policy.agent(id).name.clone());
         }
@@ -180,7 +183,7 @@ impl<S: ClientIo> Conn<S> {
 
     /// Handles one request; returns whether the connection may carry another.
     async fn request(&mut self, policy: &Policy, head: Head) -> bool {
-        let mut log = Entry::new(&self.state.log, self.peer);
+        let mut log = Entry::new(&self.state.log, self.src.clone());
         log.record.method = Some(head.method().to_owned());
         match self.admit(policy, &head, &mut log).await {
             Err(e) => {

@@ -32,7 +32,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::dns::Resolver;
 use crate::policy::Policy;
-use crate::telemetry::access_log::{Entry, Sink};
+use crate::telemetry::access_log::{Entry, Sink, src_text};
 use crate::telemetry::metrics::Metrics;
 
 /// A client connection's byte stream: plain TCP, or TLS on the TLS
@@ -203,7 +203,7 @@ async fn over_limit<S: AsyncWrite + Unpin>(
 ) {
     let policy = state.policy();
     let err = error::ProxyError::ConnectionLimit;
-    let mut log = Entry::new(&state.log, peer);
+    let mut log = Entry::new(&state.log, src_text(peer));
     log.record.decision = err.decision();
     log.record.reason = Some(err.reason());
     log.record.status = Some(503);

@@ -34,7 +34,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::{ConfigError, TlsConfig};
-use crate::telemetry::access_log::Entry;
+use crate::telemetry::access_log::{Entry, src_text};
 
 use super::{ClientIo, Slot, State, Tracker, handler, stopped};
 
@@ -328,7 +328,7 @@ async fn refuse(state: &State, peer: SocketAddr, started: Instant, kind: Failure
         .with_label_values(&[kind.as_str()])
         .inc();
     tracing::debug!(%peer, kind = kind.as_str(), "TLS handshake failed");
-    let mut log = Entry::started_at(&state.log, peer, started);
+    let mut log = Entry::started_at(&state.log, src_text(peer), started);
     log.record.reason = Some("tls_handshake");
     log.record.tls_error = Some(kind.as_str());
     log.finish().await;

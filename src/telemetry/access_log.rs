@@ -27,6 +27,9 @@ use super::metrics::{AgentSeries, Metrics, NO_AGENT};
 /// single replica can serve.
 const CHANNEL_LINES: usize = 65_536;
 
+/// Bytes reserved for a line before serialising it (most are 300–500).
+const LINE_CAPACITY: usize = 512;
+
 /// How long the writer lets lines gather after the first of a batch: the
 /// most a line waits before its write(2). Short against any reader of the
 /// log, long enough that a busy replica writes tens of lines per call.
@@ -41,7 +44,8 @@ pub struct Record {
     pub agent: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<&'static str>,
-    pub src: String,
+    /// The client's address, formatted once per connection.
+    pub src: Arc<str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -246,20 +250,40 @@ fn id_prefix() -> u64 {
     })
 }
 
+/// A client address as the log's `src` field shows it. A connection
+/// formats it once and shares it with every request it carries.
+pub fn src_text(addr: SocketAddr) -> Arc<str> {
+    addr.to_string().into()
+}
+
+/// `prefix` as 16 hex digits, then `n` as at least 8: what `format!`
+/// would print, without its machinery on every request.
+fn request_id(prefix: u64, n: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n_digits = (64 - n.leading_zeros()).div_ceil(4).max(8);
+    let mut id = String::with_capacity(16 + n_digits as usize);
+    for (value, digits) in [(prefix, 16), (n, n_digits)] {
+        for i in (0..digits).rev() {
+            id.push(char::from(HEX[((value >> (i * 4)) & 0xf) as usize]));
+        }
+    }
+    id
+}
+
 impl Entry {
-    /// Starts a record for a request from `src`.
-    pub fn new(sink: &Sink, src: SocketAddr) -> Entry {
+    /// Starts a record for a request from `src` (see [`src_text`]).
+    pub fn new(sink: &Sink, src: Arc<str>) -> Entry {
         Entry::started_at(sink, src, Instant::now())
     }
 
     /// A record for something that began at `started`, before it was known
     /// to need a line (a TLS handshake that then failed).
-    pub fn started_at(sink: &Sink, src: SocketAddr, started: Instant) -> Entry {
+    pub fn started_at(sink: &Sink, src: Arc<str>, started: Instant) -> Entry {
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Entry {
             record: Record {
-                id: format!("{:016x}{:08x}", id_prefix(), n),
-                src: src.to_string(),
+                id: request_id(id_prefix(), n),
+                src,
                 decision: "deny",
                 ..Record::default()
             },
@@ -309,12 +333,11 @@ impl Entry {
                 }
             }
         }
-        let mut line = match serde_json::to_vec(r) {
-            Ok(line) => line,
-            Err(e) => {
-                format!("{{\"error\":\"access log serialisation failed: {e}\"}}").into_bytes()
-            }
-        };
+        // Sized for a typical line, so serialising does not regrow it.
+        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        if let Err(e) = serde_json::to_writer(&mut line, r) {
+            line = format!("{{\"error\":\"access log serialisation failed: {e}\"}}").into_bytes();
+        }
         line.push(b'\n');
         Some((sink, line))
     }
@@ -339,4 +362,22 @@ impl Drop for Entry {
 /// Milliseconds with microsecond precision, as the log writes them.
 pub fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_read_as_format_would_print_them() {
+        for (prefix, n) in [
+            (0, 0),
+            (0x0123_4567_89ab_cdef, 1),
+            (u64::MAX, 0xffff_ffff),
+            (7, 0x1_0000_0000),
+            (0xdead_beef, u64::MAX),
+        ] {
+            assert_eq!(request_id(prefix, n), format!("{prefix:016x}{n:08x}"));
+        }
+    }
 }
