@@ -9,9 +9,9 @@
 //! shared front (domain fronting). The upstream-to-client direction runs
 //! from the start, so server-first protocols are not held up by the gate.
 //!
-//! Plain-TCP tunnels hold no relay buffer while idle (one is allocated per
-//! burst), and a direction that turns out to be bulk continues with
-//! splice(2), zero-copy. TLS-listener tunnels use a generic buffered copy.
+//! Tunnels hold no relay buffer while idle (one is allocated per burst on
+//! plain TCP, per read on the TLS listener). On plain TCP, a direction that
+//! turns out to be bulk continues with splice(2), zero-copy.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,9 +31,9 @@ use crate::host::{Host, Name};
 use super::ClientIo;
 use super::sni::{self, Peek};
 
-/// Relay buffer per direction on the generic (TLS client) path, held for
-/// the tunnel's life. 16 KiB holds a full TLS record, so a record is
-/// usually moved with one read and one write.
+/// Read size on the generic (TLS client) path. 16 KiB holds a full TLS
+/// record's plaintext, so a record is usually moved with one read and one
+/// write.
 const BUF_SIZE: usize = 16 * 1024;
 
 /// Buffer for a burst on the plain-TCP path, held only while bytes flow.
@@ -362,22 +362,34 @@ async fn splice_rest(
 }
 
 /// Copies `r` to `w` until EOF, then half-closes `w` (any stream type).
+/// Like `pump_tcp`, it holds a buffer only while bytes are moving: each
+/// read gets a fresh one, dropped again if the read has to wait, so an idle
+/// TLS tunnel holds no relay buffer either.
 async fn pump<R, W>(r: &mut R, w: &mut W, count: &AtomicU64, activity: &Activity) -> Result<(), End>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUF_SIZE];
     loop {
-        let n = r.read(&mut buf).await.map_err(End::Error)?;
-        if n == 0 {
+        let buf = std::future::poll_fn(|cx| {
+            let mut buf = Vec::with_capacity(BUF_SIZE);
+            // Dropping a pending read loses nothing: the stream keeps
+            // whatever it has buffered (a partial TLS record, say).
+            match std::pin::pin!(r.read_buf(&mut buf)).poll(cx) {
+                Poll::Ready(res) => Poll::Ready(res.map(|_| buf)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+        .map_err(End::Error)?;
+        if buf.is_empty() {
             // The peer may already be gone; its absence is not an error here.
             let _ = w.shutdown().await;
             return Ok(());
         }
         activity.touch();
-        w.write_all(&buf[..n]).await.map_err(End::Error)?;
-        count.fetch_add(n as u64, Ordering::Relaxed);
+        w.write_all(&buf).await.map_err(End::Error)?;
+        count.fetch_add(buf.len() as u64, Ordering::Relaxed);
     }
 }
 

@@ -119,11 +119,8 @@ async fn rust_client_tunnels_over_tls_and_sees_http11_alpn() {
     )
     .await;
     assert_eq!(rsp.status, 200);
-    let reply = net::exchange(
-        &mut s,
-        "GET /in HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let get = "GET /in HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let reply = net::exchange(&mut s, get).await;
     assert!(
         reply.body.starts_with("GET /in HTTP/1.1\r\n"),
         "{}",
@@ -138,6 +135,10 @@ async fn rust_client_tunnels_over_tls_and_sees_http11_alpn() {
     assert_eq!(log["method"], "CONNECT");
     assert_eq!(log["host"], "127.0.0.1");
     assert_eq!(log["decision"], "allow");
+    // Counted as plaintext through the tunnel, exactly.
+    assert_eq!(log["bytes_up"], get.len(), "{log}");
+    let down = log["bytes_down"].as_u64().unwrap();
+    assert!(down > reply.body.len() as u64, "{log}");
     p.shutdown().await;
 }
 
