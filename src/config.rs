@@ -8,7 +8,7 @@
 //! never a surprise at request time.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -16,7 +16,10 @@ use std::time::{Duration, SystemTime};
 use ipnet::IpNet;
 use toml::Spanned;
 
+use place::{key_at, span_of_key};
 use raw::{RawAgent, RawConfig, RawRule};
+pub use values::{parse_cidr, parse_expiry};
+use values::{parse_nameserver, parse_sha256, valid_agent_name};
 
 use crate::policy::rules::{self, RuleSpec};
 
@@ -585,235 +588,9 @@ impl Cx<'_> {
     }
 }
 
-impl Cx<'_> {
-    /// 1-based line and column (in characters) of byte `offset`.
-    fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let line = self.line_starts.partition_point(|&start| start <= offset);
-        let line_start = self
-            .line_starts
-            .get(line.wrapping_sub(1))
-            .copied()
-            .unwrap_or(0);
-        let col = self
-            .text
-            .get(line_start..offset)
-            .map_or(0, |s| s.chars().count())
-            + 1;
-        (line.max(1), col)
-    }
-}
-
-/// The dotted key at byte `offset`: the enclosing `[table]` header plus the
-/// key that starts the line, e.g. `egress.ports` or `agent[2].allow`. On a
-/// line that starts no key (an entry of a multi-line array), the last key
-/// above it in the same table; on a header line, the header's name.
-fn key_at(text: &str, offset: usize) -> String {
-    let offset = offset.min(text.len());
-    let line_start = text
-        .get(..offset)
-        .and_then(|b| b.rfind('\n'))
-        .map_or(0, |i| i + 1);
-    let header_name = |t: &str| {
-        t.trim_start_matches('[')
-            .split(']')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_owned()
-    };
-    let line_key = |t: &str| {
-        t.split_once('=')
-            .map(|(k, _)| k.trim())
-            .filter(|k| {
-                !k.is_empty()
-                    && k.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            })
-            .map(str::to_owned)
-    };
-    let mut table = String::new();
-    let mut last_key: Option<String> = None;
-    let mut agent_count = 0usize;
-    for line in text.get(..line_start).unwrap_or("").lines() {
-        let t = line.trim();
-        if t.starts_with('[') {
-            last_key = None;
-            table = header_name(t);
-            if t.starts_with("[[") && table == "agent" {
-                table = format!("agent[{agent_count}]");
-                agent_count += 1;
-            }
-        } else if let Some(k) = line_key(t) {
-            last_key = Some(k);
-        }
-    }
-    let line = text
-        .get(line_start..)
-        .and_then(|s| s.lines().next())
-        .unwrap_or("")
-        .trim();
-    if line.starts_with('[') {
-        // The header itself is the unknown key: `[egres]`.
-        return header_name(line);
-    }
-    let key = line_key(line).or(last_key).unwrap_or_default();
-    match (table.is_empty(), key.is_empty()) {
-        (true, true) => "(top level)".to_owned(),
-        (true, false) => key,
-        (false, true) => table,
-        (false, false) => format!("{table}.{key}"),
-    }
-}
-
-/// Span of `table.key` in the text, for errors on values serde has already consumed.
-/// Falls back to the `[table]` header, then to the start of the file.
-fn span_of_key(text: &str, dotted: &str) -> Range<usize> {
-    let (table, key) = dotted.split_once('.').unwrap_or(("", dotted));
-    let header = format!("[{table}]");
-    let mut at = 0;
-    let mut in_table: Option<Range<usize>> = None;
-    for line in text.split_inclusive('\n') {
-        let start = at;
-        at += line.len();
-        let t = line.trim_start();
-        let indent = start + (line.len() - t.len());
-        if t.starts_with('[') {
-            // A header only counts at the start of a line, never inside a comment.
-            if in_table.is_some() {
-                break;
-            }
-            if t.starts_with(&header) {
-                in_table = Some(indent..indent + header.len());
-            }
-        } else if in_table.is_some() && t.split('=').next().map(str::trim) == Some(key) {
-            return indent..indent + key.len();
-        }
-    }
-    in_table.unwrap_or(0..0)
-}
-
-fn valid_agent_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
-        && name.len() <= 128
-}
-
-/// A CIDR ("10.0.0.0/8") or a single address ("10.0.0.1" → /32). Host bits
-/// set in a CIDR are an error: `10.0.0.1/8` usually means a typo.
-pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip));
-    }
-    let net: IpNet = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
-    if let IpNet::V6(v6) = net {
-        // Peers and destinations are compared in IPv4 form, so a mapped
-        // range would silently never match.
-        if let (Some(v4), true) = (v6.network().to_ipv4_mapped(), v6.prefix_len() >= 96) {
-            return Err(format!(
-                "{s:?} is an IPv4-mapped range: write it as IPv4, {v4}/{}",
-                v6.prefix_len() - 96
-            ));
-        }
-    }
-    if net.trunc() != net {
-        return Err(format!(
-            "{s:?} has host bits set: did you mean {}?",
-            net.trunc()
-        ));
-    }
-    Ok(net)
-}
-
-fn parse_nameserver(s: &str) -> Option<SocketAddr> {
-    s.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
-}
-
-fn parse_sha256(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// `YYYY-MM-DD` (the entry matches through that day, UTC) or an RFC 3339 time.
-pub fn parse_expiry(s: &str) -> Option<SystemTime> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        if s.len() > 10 {
-            return Some(t);
-        }
-    }
-    if let Some(t) = parse_rfc3339_offset(s) {
-        return Some(t);
-    }
-    let mut parts = s.splitn(3, '-');
-    let y: i64 = parts.next()?.parse().ok()?;
-    let m: u32 = parts.next()?.parse().ok()?;
-    let d: u32 = parts.next()?.parse().ok()?;
-    if s.len() != 10 || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) || y < 1970 {
-        return None;
-    }
-    let days = days_from_civil(y, m, d) + 1;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(days).ok()? * 86_400))
-}
-
-/// An RFC 3339 time with a numeric offset (`2027-03-31T18:00:00+02:00`),
-/// which humantime does not read: it takes only `Z` or `+00:00`.
-fn parse_rfc3339_offset(s: &str) -> Option<SystemTime> {
-    let split = s.len().checked_sub(6)?;
-    let (local, offset) = (s.get(..split)?, s.get(split..)?);
-    let sign = match offset.as_bytes() {
-        [b'+', _, _, b':', _, _] => 1,
-        [b'-', _, _, b':', _, _] => -1,
-        _ => return None,
-    };
-    let hours: u64 = offset.get(1..3)?.parse().ok()?;
-    let minutes: u64 = offset.get(4..6)?.parse().ok()?;
-    if local.len() < 19 || hours > 23 || minutes > 59 {
-        return None;
-    }
-    let local = humantime::parse_rfc3339_weak(local).ok()?;
-    let offset = Duration::from_secs(hours * 3600 + minutes * 60);
-    // Local time = UTC + offset, so UTC = local - offset.
-    if sign > 0 {
-        local.checked_sub(offset)
-    } else {
-        local.checked_add(offset)
-    }
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
+mod place;
 mod raw;
+mod values;
 
 #[cfg(test)]
 mod tests;

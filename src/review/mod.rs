@@ -18,7 +18,9 @@
 //! as it is parsed, and the line buffer has a fixed upper size.
 
 mod read;
+mod render;
 mod report;
+mod suggest;
 
 #[cfg(test)]
 mod tests;
@@ -197,8 +199,8 @@ pub fn run(
     let files = read::read_logs(logs, opts.since, &mut tally)?;
     let report = report::build(tally, files, opts, baseline.as_ref());
     let written = match opts.format {
-        Format::Json => report::write_json(&report, out),
-        Format::Markdown => report::write_markdown(&report, out),
+        Format::Json => render::write_json(&report, out),
+        Format::Markdown => render::write_markdown(&report, out),
     };
     written
         .and_then(|()| out.flush())
