@@ -8,12 +8,14 @@
 //! the origin agree on where each message ends.
 
 use std::io;
+use std::ops::Range;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::ClientIo;
 use super::chunked::Chunked;
 use super::head::Head;
 use super::target::{Framing, Target, parse_length};
@@ -63,7 +65,7 @@ pub struct Options {
 
 /// Forwards one request. `cbuf` holds client bytes read past the head;
 /// `ubuf` is the upstream connection's read buffer (kept across requests).
-pub async fn forward<C>(
+pub async fn forward<C: ClientIo>(
     client: &mut C,
     cbuf: &mut BytesMut,
     head: &Head,
@@ -71,10 +73,7 @@ pub async fn forward<C>(
     upstream: &mut TcpStream,
     ubuf: &mut BytesMut,
     opts: Options,
-) -> Result<Forwarded, ForwardError>
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
+) -> Result<Forwarded, ForwardError> {
     let super::target::Kind::Forward {
         origin_form, body, ..
     } = &target.kind
@@ -83,16 +82,56 @@ where
             "not a forwardable request".to_owned(),
         ));
     };
-    let request_head = rewrite_request(head, origin_form, target);
-    let is_head = head.method() == "HEAD";
-    let client_wants_close = head.version == 0 || head.has_token("connection", "close");
-
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut ur, mut uw) = upstream.split();
+    let msg = Message {
+        head: rewrite_request(head, origin_form, target),
+        body: *body,
+        is_head: head.method() == "HEAD",
+        client_wants_close: head.version == 0 || head.has_token("connection", "close"),
+    };
     let idle = opts.idle_timeout;
+    // A plain TCP client splits by borrowing; tokio's generic split (an
+    // Arc and a lock taken on every read and write) only for TLS.
+    match client.tcp() {
+        Some(tcp) => {
+            let (cr, cw) = tcp.split();
+            exchange(cr, cw, cbuf, &msg, upstream, ubuf, idle).await
+        }
+        None => {
+            let (cr, cw) = tokio::io::split(client);
+            exchange(cr, cw, cbuf, &msg, upstream, ubuf, idle).await
+        }
+    }
+}
+
+/// The request as it goes to the origin, and what shapes its response.
+struct Message {
+    /// The rewritten request head.
+    head: Vec<u8>,
+    body: Framing,
+    is_head: bool,
+    client_wants_close: bool,
+}
+
+/// Sends `msg` and its body up while relaying the response down.
+async fn exchange<R, W>(
+    mut cr: R,
+    mut cw: W,
+    cbuf: &mut BytesMut,
+    msg: &Message,
+    upstream: &mut TcpStream,
+    ubuf: &mut BytesMut,
+    idle: Duration,
+) -> Result<Forwarded, ForwardError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (request_head, body) = (&msg.head, msg.body);
+    let (is_head, client_wants_close) = (msg.is_head, msg.client_wants_close);
+    let (mut ur, mut uw) = upstream.split();
 
     let up = async {
-        match relay_body(&mut cr, cbuf, &mut uw, *body, idle, &request_head).await {
+        match relay_body(&mut cr, cbuf, &mut uw, body, idle, request_head).await {
             Ok(n) => Ok((request_head.len() as u64 + n, true)),
             Err(BodyError::HeadWrite(e)) => Err(ForwardError::Upstream(e.to_string())),
             // The origin stopped reading (it may already have answered):
@@ -219,12 +258,14 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A response head from the origin.
+/// A response head from the origin. The reason phrase and headers are
+/// byte ranges into `raw`, not copies.
 struct Response {
     raw: BytesMut,
     status: u16,
-    reason: String,
-    headers: Vec<(String, Vec<u8>)>,
+    reason: Range<usize>,
+    /// (name, value) of each header.
+    headers: Vec<(Range<usize>, Range<usize>)>,
     /// The origin said `Connection: close` (or spoke HTTP/1.0 without keep-alive).
     close: bool,
 }
@@ -242,16 +283,26 @@ async fn read_response<R: AsyncRead + Unpin>(
                 Ok(httparse::Status::Complete(n)) => {
                     let status = resp.code.unwrap_or(0);
                     let version = resp.version.unwrap_or(1);
-                    let reason = resp.reason.unwrap_or("").to_owned();
-                    let headers: Vec<(String, Vec<u8>)> = resp
+                    // httparse hands out slices of `buf`: keep where they are.
+                    let base = buf.as_ptr() as usize;
+                    let at = |part: &[u8]| {
+                        (part.as_ptr() as usize)
+                            .checked_sub(base)
+                            .map(|start| start..start + part.len())
+                            .filter(|r| r.end <= n)
+                            .unwrap_or(0..0)
+                    };
+                    let reason = resp.reason.map_or(0..0, |r| at(r.as_bytes()));
+                    let headers: Vec<(Range<usize>, Range<usize>)> = resp
                         .headers
                         .iter()
-                        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+                        .map(|h| (at(h.name.as_bytes()), at(h.value)))
                         .collect();
                     let has = |name: &str, token: &str| {
-                        headers.iter().any(|(n, v)| {
-                            n.eq_ignore_ascii_case(name)
-                                && v.split(|&b| b == b',')
+                        resp.headers.iter().any(|h| {
+                            h.name.eq_ignore_ascii_case(name)
+                                && h.value
+                                    .split(|&b| b == b',')
                                     .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
                         })
                     };
@@ -332,11 +383,19 @@ impl Response {
         })
     }
 
+    /// Each header as (name, value), in order.
+    fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().map(|(n, v)| {
+            // httparse accepted the name as a token: ASCII.
+            let name = std::str::from_utf8(&self.raw[n.clone()]).unwrap_or("");
+            (name, &self.raw[v.clone()])
+        })
+    }
+
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers
-            .iter()
+        self.headers()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .map(|(_, v)| v)
     }
 }
 
@@ -346,11 +405,11 @@ fn rewrite_response(resp: &Response, close: bool) -> Vec<u8> {
     let [_, hundreds, tens, ones] = [1000, 100, 10, 1].map(|d| b'0' + (resp.status / d % 10) as u8);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(&[hundreds, tens, ones, b' ']);
-    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(&resp.raw[resp.reason.clone()]);
     out.extend_from_slice(b"\r\n");
     let tokens = connection_tokens(resp.values("connection"));
     let chunked = resp.values("transfer-encoding").next().is_some();
-    for (name, value) in &resp.headers {
+    for (name, value) in resp.headers() {
         if hop_by_hop(name, &tokens) || (chunked && name.eq_ignore_ascii_case("content-length")) {
             continue;
         }
@@ -458,5 +517,53 @@ where
                 Err(BodyError::Truncated)
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn rewritten(raw: &str, close: bool) -> (String, String) {
+        let mut buf = BytesMut::from(raw);
+        let mut nothing: &[u8] = &[];
+        let resp = read_response(&mut nothing, &mut buf, Duration::from_secs(1))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let out = rewrite_response(&resp, close);
+        (
+            String::from_utf8(out).unwrap_or_default(),
+            String::from_utf8_lossy(&buf).into_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_response_head_loses_hop_by_hop_headers_and_keeps_the_rest_in_order() {
+        let (out, rest) = rewritten(
+            "HTTP/1.1 200 Fine Thanks\r\nConnection: x-trace, keep-alive\r\nX-Trace: 1\r\n\
+             Keep-Alive: timeout=5\r\nContent-Type: text/plain\r\nProxy-Authenticate: Basic\r\n\
+             Content-Length: 5\r\nSet-Cookie: a=b\r\n\r\nhello",
+            false,
+        )
+        .await;
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 Fine Thanks\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\
+             Set-Cookie: a=b\r\n\r\n"
+        );
+        assert_eq!(rest, "hello", "the body stays in the buffer");
+    }
+
+    #[tokio::test]
+    async fn chunked_wins_over_content_length_and_close_is_added_when_asked() {
+        let (out, _) = rewritten(
+            "HTTP/1.1 404 \r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            true,
+        )
+        .await;
+        assert_eq!(
+            out,
+            "HTTP/1.1 404 \r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
     }
 }
