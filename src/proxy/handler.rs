@@ -9,7 +9,6 @@ use std::time::SystemTime;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use crate::telemetry::access_log::{Entry, ms, src_text};
 
 use super::error::{Context, ProxyError};
 use super::head::{self, Head, ReadError};
+use super::pool::Upstream;
 use super::target::{Kind, Target};
 use super::{ClientIo, State, connect, forward, relay};
 
@@ -39,22 +39,10 @@ pub struct Conn<S> {
     buf: BytesMut,
     /// The verified client certificate's SPIFFE ID (TLS listener only).
     spiffe: Option<String>,
-    /// The upstream connection of the previous forwarded request, if reusable.
-    pool: Option<Pooled>,
     /// This connection's place in its agent's connection limit.
     slot: Option<AgentSlot>,
     /// Turns true when sluice drains: finish the request in hand, take no more.
     stop: watch::Receiver<bool>,
-}
-
-/// A kept-alive upstream connection, reused only for the same host and port
-/// and only if its address is among the ones vetted for the new request.
-struct Pooled {
-    host: Host,
-    port: u16,
-    addr: SocketAddr,
-    stream: TcpStream,
-    buf: BytesMut,
 }
 
 /// A request the policy has let through, with its vetted addresses.
@@ -92,7 +80,6 @@ impl<S: ClientIo> Conn<S> {
             stream,
             buf: BytesMut::new(),
             spiffe,
-            pool: None,
             slot: None,
             stop,
         }
@@ -301,7 +288,7 @@ impl<S: ClientIo> Conn<S> {
     async fn tunnel(&mut self, policy: &Policy, a: Admitted, mut log: Entry) {
         let egress = &policy.config.egress;
         let upstream = match self.dial(&a, egress.connect_timeout, &mut log).await {
-            Ok(s) => s,
+            Ok(c) => c.stream,
             Err(e) => return self.refuse_in_place(policy, e, log, None).await,
         };
         if let Err(e) = self
@@ -351,7 +338,9 @@ impl<S: ClientIo> Conn<S> {
         // A kept-alive upstream may close just as it is reused. A safe
         // request without a body has reached no one intact and consumed
         // nothing from the client: it is sent once more on a fresh connection.
-        let mut pooled = self.take_pooled(&a);
+        let agent = &policy.agent(a.agent).name;
+        let pool = &self.state.upstreams;
+        let mut pooled = pool.take(agent, &a.target.host, a.target.port, &a.ips);
         let (up, result) = loop {
             let reused = pooled.is_some();
             let mut up = match pooled.take() {
@@ -359,8 +348,12 @@ impl<S: ClientIo> Conn<S> {
                     log.record.ip = Some(p.addr.ip());
                     p
                 }
-                None => match self.dial_pooled(&a, egress.connect_timeout, &mut log).await {
-                    Ok(p) => p,
+                None => match self.dial(&a, egress.connect_timeout, &mut log).await {
+                    Ok(c) => Upstream {
+                        stream: c.stream,
+                        addr: c.addr,
+                        buf: BytesMut::new(),
+                    },
                     Err(e) => {
                         self.refuse_in_place(policy, e, log, None).await;
                         return false;
@@ -384,13 +377,15 @@ impl<S: ClientIo> Conn<S> {
         };
         match result {
             Ok(f) => {
+                // Pooled before the line is logged: whoever has seen the
+                // line can count on the connection being there.
+                if f.upstream_reusable {
+                    pool.put(agent, &a.target.host, a.target.port, up);
+                }
                 log.record.status = Some(f.status);
                 log.record.bytes_up = Some(f.bytes_up);
                 log.record.bytes_down = Some(f.bytes_down);
                 log.finish().await;
-                if f.upstream_reusable {
-                    self.pool = Some(up);
-                }
                 f.client_reusable
             }
             Err(forward::ForwardError::Upstream(msg)) => {
@@ -417,46 +412,13 @@ impl<S: ClientIo> Conn<S> {
         }
     }
 
-    /// Dials a new upstream connection that may be kept for the next request.
-    async fn dial_pooled(
-        &self,
-        a: &Admitted,
-        timeout: Duration,
-        log: &mut Entry,
-    ) -> Result<Pooled, ProxyError> {
-        let stream = self.dial(a, timeout, log).await?;
-        Ok(Pooled {
-            host: a.target.host.clone(),
-            port: a.target.port,
-            addr: stream
-                .peer_addr()
-                .unwrap_or_else(|_| SocketAddr::new(a.ips[0], a.target.port)),
-            stream,
-            buf: BytesMut::new(),
-        })
-    }
-
-    /// The pooled upstream, if it serves this host and port at a vetted
-    /// address and has not been closed by the origin meanwhile.
-    fn take_pooled(&mut self, a: &Admitted) -> Option<Pooled> {
-        let p = self.pool.take()?;
-        if p.host != a.target.host || p.port != a.target.port || !a.ips.contains(&p.addr.ip()) {
-            return None;
-        }
-        let mut probe = [0u8; 1];
-        match p.stream.try_read(&mut probe) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(p),
-            _ => None,
-        }
-    }
-
     /// Connects to the first vetted address that answers, recording it.
     async fn dial(
         &self,
         a: &Admitted,
         timeout: Duration,
         log: &mut Entry,
-    ) -> Result<TcpStream, ProxyError> {
+    ) -> Result<connect::Connected, ProxyError> {
         match connect::first(&a.ips, a.target.port, timeout).await {
             Ok(c) => {
                 self.state
@@ -465,7 +427,7 @@ impl<S: ClientIo> Conn<S> {
                     .observe(c.elapsed.as_secs_f64());
                 log.record.ip = Some(c.addr.ip());
                 log.record.connect_ms = Some(ms(c.elapsed));
-                Ok(c.stream)
+                Ok(c)
             }
             Err((e, ip)) => {
                 log.record.ip = ip;

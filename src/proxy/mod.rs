@@ -15,6 +15,7 @@ pub mod error;
 pub mod forward;
 pub mod handler;
 pub mod head;
+pub mod pool;
 pub mod relay;
 pub mod sni;
 pub mod target;
@@ -60,6 +61,8 @@ pub struct State {
     pub resolver: Resolver,
     pub metrics: Metrics,
     pub log: Sink,
+    /// Idle upstream connections for absolute-form requests.
+    pub upstreams: Arc<pool::Pool>,
 }
 
 impl State {
@@ -70,6 +73,7 @@ impl State {
             resolver,
             metrics,
             log,
+            upstreams: pool::Pool::start(),
         }
     }
 

@@ -334,6 +334,56 @@ async fn keep_alive(include_query: bool) {
 }
 
 #[tokio::test]
+async fn separate_client_connections_of_one_agent_share_the_upstream_connection() {
+    let (origin, _dns, mut p) = setup("").await;
+    let url = format!("http://api.example.com:{}/n", origin.port());
+    let mut logs = Vec::new();
+    // Each curl is a new process, so a new client connection.
+    for _ in 0..3 {
+        let echo = curl(&p, &[&url], None).await;
+        assert!(echo.starts_with("GET /n HTTP/1.1\r\n"), "{echo}");
+        logs.push(p.next_log().await);
+    }
+    assert_ne!(logs[0]["src"], logs[1]["src"], "curl kept its connection");
+    assert_ne!(logs[1]["src"], logs[2]["src"], "curl kept its connection");
+    assert!(logs[0].get("connect_ms").is_some(), "{}", logs[0]);
+    for log in &logs[1..] {
+        assert_forward_log(log, "GET", "/n");
+        assert!(log.get("connect_ms").is_none(), "dialled again: {log}");
+    }
+    assert_eq!(
+        origin.connections(),
+        1,
+        "the upstream connection was not shared"
+    );
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn agents_never_share_an_upstream_connection() {
+    let origin = Origin::start([127, 0, 0, 1]).await;
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let port = origin.port();
+    let config = format!(
+        "{}[[agent]]\nname = \"other\"\nsources = [\"127.0.0.12\"]\n\
+         allow = [\"api.example.com:{port}\"]\n",
+        ci(port, "")
+    );
+    let mut p = proxy(&config).dns(&dns).run().await;
+    let request = format!(
+        "GET http://api.example.com:{port}/x HTTP/1.1\r\nHost: api.example.com:{port}\r\n\r\n"
+    );
+    for (from, agent) in [(CI, "ci"), ([127, 0, 0, 12], "other"), (CI, "ci")] {
+        let mut s = net::connect_from(from, p.addr).await;
+        assert_eq!(net::exchange(&mut s, &request).await.status, 200);
+        assert_eq!(p.next_log().await["agent"], agent);
+    }
+    // ci's second request reused ci's connection; "other" got its own.
+    assert_eq!(origin.connections(), 2);
+    p.shutdown().await;
+}
+
+#[tokio::test]
 async fn keep_alive_reuses_both_connections_and_logs_each_request() {
     keep_alive(false).await;
 }
