@@ -196,12 +196,13 @@ async fn one_run(b: &Bench, idle_tunnels: usize) -> Result<(Vec<Measured>, u64),
     workloads::settle(b).await?;
     // First, on a fresh heap: memory freed by earlier workloads would be
     // reused by the tunnels and hide their cost.
-    let idle = step(b, report::ROWS[4].name, workloads::idle(b, idle_tunnels)).await?;
+    let idle = step(b, report::ROWS[5].name, workloads::idle(b, idle_tunnels)).await?;
     let tunnels = step(b, report::ROWS[0].name, workloads::tunnels(b)).await?;
     let keepalive = step(b, report::ROWS[1].name, workloads::keepalive(b)).await?;
     let absolute = step(b, report::ROWS[2].name, workloads::absolute(b)).await?;
-    let bulk = step(b, report::ROWS[3].name, workloads::bulk(b)).await?;
-    let all = vec![tunnels, keepalive, absolute, bulk, idle];
+    let fresh = step(b, report::ROWS[3].name, workloads::absolute_fresh(b)).await?;
+    let bulk = step(b, report::ROWS[4].name, workloads::bulk(b)).await?;
+    let all = vec![tunnels, keepalive, absolute, fresh, bulk, idle];
     logged += all.iter().map(|m| m.logged).sum::<u64>();
     Ok((all, logged))
 }

@@ -348,6 +348,48 @@ pub async fn absolute(b: &Bench) -> Result<Measured, Error> {
     Ok(measured(tally, &spent, units))
 }
 
+/// Workload 3b: absolute-form requests, each on a new client connection
+/// (`Connection: close`), as curl or a script without a session sends
+/// them. sluice reuses its upstream connections across clients, so the
+/// origin side stays warm. Latency: connect to last byte.
+pub async fn absolute_fresh(b: &Bench) -> Result<Measured, Error> {
+    let request: Arc<[u8]> = format!(
+        "GET http://{a}/small HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n",
+        a = b.authority
+    )
+    .into_bytes()
+    .into();
+    let window = Window::open(b)?;
+    let deadline = window.start + b.duration;
+    let mut set = JoinSet::new();
+    for _ in 0..TUNNEL_CLIENTS {
+        let (b, request) = (b.clone(), request.clone());
+        set.spawn(async move {
+            let mut t = Tally::default();
+            while t.running(deadline) {
+                let started = Instant::now();
+                let one = async {
+                    let mut conn = Conn::open(b.proxy).await?;
+                    conn.exchange(&request).await
+                };
+                match one.await {
+                    Ok(_) => {
+                        t.latencies_ns.push(started.elapsed().as_nanos() as u64);
+                        t.units += 1;
+                        t.logged += 1;
+                    }
+                    Err(e) => t.fail(&e),
+                }
+            }
+            t
+        });
+    }
+    let tally = join(set).await?;
+    let spent = window.close(b)?;
+    let units = tally.units as f64;
+    Ok(measured(tally, &spent, units))
+}
+
 /// Workload 4: back-to-back bulk responses through a few tunnels; the unit
 /// is one MiB delivered to the client.
 pub async fn bulk(b: &Bench) -> Result<Measured, Error> {
