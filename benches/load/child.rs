@@ -4,6 +4,11 @@
 //! pinned to one CPU with `taskset`. The bound addresses are read from its
 //! startup line on stderr (`sluice is serving proxy=… admin=…`).
 //!
+//! With `SLUICE_BENCH_PROXY=squid`, Squid (from the distribution, `squid`
+//! on PATH) is measured instead, on the same workloads, configured to match:
+//! one process pinned the same way, no cache, its access log written to a
+//! file, the origin's name from a hosts file.
+//!
 //! Not here: generating load or measuring it (load.rs and workloads.rs).
 
 use std::net::SocketAddr;
@@ -38,7 +43,14 @@ pub struct Setup<'a> {
     pub dir: &'a Path,
 }
 
-/// A running sluice.
+/// Which proxy is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sluice,
+    Squid,
+}
+
+/// A running sluice (or Squid, see [`Kind`]).
 #[derive(Debug)]
 pub struct Sluice {
     child: Child,
@@ -88,7 +100,94 @@ allow = ["{host}:{port}"]
     )
 }
 
+/// Squid set up like sluice: one worker, no cache, a plain access log,
+/// `origin.bench` from a hosts file, every client and port allowed (sluice's
+/// policy check has no counterpart worth configuring).
+fn squid_config(s: &Setup<'_>, port: u16, log_path: &Path) -> String {
+    let dir = s.dir.display();
+    format!(
+        "http_port 127.0.0.1:{port}\n\
+         workers 1\n\
+         pid_filename {dir}/squid.pid\n\
+         cache_log {dir}/cache.log\n\
+         coredump_dir {dir}\n\
+         access_log stdio:{log}\n\
+         cache deny all\n\
+         cache_mem 0 MB\n\
+         hosts_file {dir}/hosts\n\
+         pinger_enable off\n\
+         http_access allow all\n\
+         max_filedescriptors {fds}\n\
+         shutdown_lifetime 0 seconds\n",
+        log = log_path.display(),
+        fds = s.max_connections * 2 + 1024,
+    )
+}
+
 impl Sluice {
+    /// Starts the proxy `kind` names.
+    pub async fn start_kind(kind: Kind, setup: &Setup<'_>) -> Result<Sluice, Error> {
+        match kind {
+            Kind::Sluice => Sluice::start(setup).await,
+            Kind::Squid => Sluice::start_squid(setup).await,
+        }
+    }
+
+    /// Squid in the foreground (`-N`), on a port picked free just before.
+    /// It drops root for its `proxy` user, so the directory is opened up.
+    async fn start_squid(setup: &Setup<'_>) -> Result<Sluice, Error> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(setup.dir, std::fs::Permissions::from_mode(0o777))?;
+        std::fs::write(
+            setup.dir.join("hosts"),
+            format!("127.0.0.1 {}\n", crate::dns::HOST),
+        )?;
+        let log_path = setup.dir.join("access.log");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let config_path = setup.dir.join("squid.conf");
+        std::fs::write(&config_path, squid_config(setup, port, &log_path))?;
+        let mut cmd = match setup.cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg("squid");
+                c
+            }
+            None => Command::new("squid"),
+        };
+        cmd.arg("-N")
+            .arg("-f")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start squid (is it installed?): {e}"))?;
+        let pid = child.id().ok_or("squid exited at once")?;
+        let proxy = SocketAddr::from(([127, 0, 0, 1], port));
+        // Squid prints nothing when ready: its port accepting is the sign.
+        let deadline = tokio::time::Instant::now() + START_WAIT;
+        while tokio::net::TcpStream::connect(proxy).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!(
+                    "squid did not listen on {proxy} in time (see {}/cache.log)",
+                    setup.dir.display()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Sluice {
+            child,
+            pid,
+            proxy,
+            log_path,
+        })
+    }
+
     /// Writes the config into `setup.dir`, starts sluice and waits until it serves.
     pub async fn start(setup: &Setup<'_>) -> Result<Sluice, Error> {
         let log_path = setup.dir.join("access.jsonl");

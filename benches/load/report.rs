@@ -114,11 +114,12 @@ fn percent(x: f64) -> String {
 }
 
 /// The table for `runs` (each run has one `Measured` per row of [`ROWS`]).
-pub fn table(runs: &[Vec<Measured>]) -> String {
+/// `proxy` names the measured proxy in the headings.
+pub fn table(runs: &[Vec<Measured>], proxy: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| workload | rate | p50 | p99 | sluice CPU per unit | target | of which user space | sluice CPU busy | load CPU busy | other CPU |"
+        "| workload | rate | p50 | p99 | {proxy} CPU per unit | target | of which user space | {proxy} CPU busy | load CPU busy | other CPU |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     for (i, row) in ROWS.iter().enumerate() {
