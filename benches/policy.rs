@@ -1,7 +1,8 @@
 //! Benchmarks for the per-request policy path and the control-plane load:
 //! `Policy::decide` with 10 rules vs 100,000 rules, host normalisation,
-//! config parsing and compilation, identity lookups and the forbidden-address
-//! check. Not the relay or the network (those would be `benches/relay.rs`).
+//! config parsing and compilation, identity lookups, the forbidden-address
+//! check and access-log line serialisation. Not the relay or the network
+//! (that is the load benchmark, `benches/load.rs`).
 //!
 //! Run: `cargo bench --bench policy` (all), or with a filter, e.g.
 //! `cargo bench --bench policy -- decide`. Everything is in memory: no
@@ -25,6 +26,7 @@ use sluice::config::Config;
 use sluice::host::Host;
 use sluice::identity::Evidence;
 use sluice::policy::{Policy, Verdict, addrs};
+use sluice::telemetry::access_log::Record;
 
 /// Agents in the large configuration.
 const AGENTS: usize = 1000;
@@ -271,6 +273,54 @@ fn bench_addrs(c: &mut Criterion) {
     group.finish();
 }
 
+/// One access-log line from a filled-in record: an allowed absolute-form
+/// request (most fields present) and a refused CONNECT (few).
+fn bench_log_line(c: &mut Criterion) {
+    let allowed = Record {
+        ts: "2026-11-22T08:30:00.123Z".to_owned(),
+        id: "0123456789abcdef00000042".to_owned(),
+        agent: Some("research-agent".into()),
+        identity: Some("token"),
+        src: "10.42.7.19:51234".into(),
+        method: Some("GET".to_owned()),
+        host: Some("api.example.com".to_owned()),
+        port: Some(80),
+        path: Some("/v1/search".to_owned()),
+        decision: "allow",
+        rule: Some("api.example.com".into()),
+        mode: Some("enforce"),
+        status: Some(200),
+        ips: Some(vec![[93, 184, 215, 14].into(), [93, 184, 215, 15].into()]),
+        ip: Some([93, 184, 215, 14].into()),
+        bytes_up: Some(312),
+        bytes_down: Some(18_734),
+        dns_ms: Some(0.012),
+        connect_ms: Some(1.403),
+        duration_ms: 23.731,
+        ..Record::default()
+    };
+    let refused = Record {
+        ts: "2026-11-22T08:30:00.124Z".to_owned(),
+        id: "0123456789abcdef00000043".to_owned(),
+        agent: Some("research-agent".into()),
+        identity: Some("source"),
+        src: "10.42.7.19:51236".into(),
+        method: Some("CONNECT".to_owned()),
+        host: Some("evil.example".to_owned()),
+        port: Some(443),
+        decision: "deny",
+        reason: Some("not_allowed"),
+        status: Some(403),
+        duration_ms: 0.041,
+        ..Record::default()
+    };
+    let mut group = c.benchmark_group("access_log_line");
+    for (label, record) in [("allowed_request", &allowed), ("refused_connect", &refused)] {
+        group.bench_function(label, |b| b.iter(|| black_box(record).to_line()));
+    }
+    group.finish();
+}
+
 fn criterion() -> Criterion {
     // Short runs keep the whole suite to a couple of minutes; the per-call
     // benchmarks are in nanoseconds, so 2s of samples is plenty.
@@ -282,6 +332,6 @@ fn criterion() -> Criterion {
 criterion_group! {
     name = benches;
     config = criterion();
-    targets = bench_decide, bench_host_parse, bench_load, bench_identity, bench_addrs
+    targets = bench_decide, bench_host_parse, bench_load, bench_identity, bench_addrs, bench_log_line
 }
 criterion_main!(benches);

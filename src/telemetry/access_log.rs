@@ -85,6 +85,19 @@ pub struct Record {
     pub duration_ms: f64,
 }
 
+impl Record {
+    /// The record as one JSON line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        // Sized for a typical line, so serialising does not regrow it.
+        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        if let Err(e) = serde_json::to_writer(&mut line, self) {
+            line = format!("{{\"error\":\"access log serialisation failed: {e}\"}}").into_bytes();
+        }
+        line.push(b'\n');
+        line
+    }
+}
+
 /// Where lines go: the sending half of the writer's channel. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Sink {
@@ -333,13 +346,7 @@ impl Entry {
                 }
             }
         }
-        // Sized for a typical line, so serialising does not regrow it.
-        let mut line = Vec::with_capacity(LINE_CAPACITY);
-        if let Err(e) = serde_json::to_writer(&mut line, r) {
-            line = format!("{{\"error\":\"access log serialisation failed: {e}\"}}").into_bytes();
-        }
-        line.push(b'\n');
-        Some((sink, line))
+        Some((sink, r.to_line()))
     }
 }
 
