@@ -31,6 +31,8 @@ mod origin;
 mod procfs;
 #[path = "load/report.rs"]
 mod report;
+#[path = "load/tls.rs"]
+mod tls;
 #[path = "load/workloads.rs"]
 mod workloads;
 
@@ -156,6 +158,11 @@ async fn bench(opts: &Options, cpus: Option<(u32, u32)>) -> Result<(), Error> {
     let dns = dns::start().await?;
     let origin = origin::start().await?;
     let idle_tunnels = fit_idle(opts.idle_tunnels);
+    let tls_tunnels = idle_tunnels.div_ceil(2);
+    let pki = match opts.proxy {
+        child::Kind::Sluice => Some(std::sync::Arc::new(tls::Pki::new(dir.path())?)),
+        child::Kind::Squid => None,
+    };
     let ticks_per_s = procfs::ticks_per_second();
     describe(opts, cpus, idle_tunnels);
 
@@ -167,14 +174,16 @@ async fn bench(opts: &Options, cpus: Option<(u32, u32)>) -> Result<(), Error> {
                 bin: &bin,
                 dns,
                 origin_port: origin.port(),
-                max_connections: idle_tunnels + 1000,
+                max_connections: idle_tunnels + tls_tunnels + 1000,
                 cpu: cpus.map(|(s, _)| s),
                 dir: dir.path(),
+                tls: pki.as_deref(),
             },
         )
         .await?;
         let b = Bench {
             proxy: sluice.proxy,
+            tls: sluice.tls.zip(pki.clone()),
             authority: format!("{}:{}", dns::HOST, origin.port()).into(),
             sluice_pid: sluice.pid,
             ticks_per_s,
@@ -184,7 +193,7 @@ async fn bench(opts: &Options, cpus: Option<(u32, u32)>) -> Result<(), Error> {
             "run {run}/{}: {:?} pid {}",
             opts.runs, opts.proxy, sluice.pid
         );
-        let result = one_run(&b, idle_tunnels).await;
+        let result = one_run(&b, idle_tunnels, tls_tunnels).await;
         let log_path = sluice.log_path.clone();
         sluice.stop().await?;
         let (measured, expected) = result?;
@@ -212,18 +221,27 @@ async fn bench(opts: &Options, cpus: Option<(u32, u32)>) -> Result<(), Error> {
 
 /// One fresh sluice through every workload; the results in [`report::ROWS`]
 /// order, and the access-log lines they should have produced.
-async fn one_run(b: &Bench, idle_tunnels: usize) -> Result<(Vec<Measured>, u64), Error> {
+async fn one_run(
+    b: &Bench,
+    idle_tunnels: usize,
+    tls_tunnels: usize,
+) -> Result<(Vec<Measured>, u64), Error> {
     let mut logged = workloads::warm_up(b, WARM_UP).await?;
     workloads::settle(b).await?;
     // First, on a fresh heap: memory freed by earlier workloads would be
-    // reused by the tunnels and hide their cost.
-    let idle = step(b, report::ROWS[5].name, workloads::idle(b, idle_tunnels)).await?;
+    // reused by the tunnels and hide their cost. The plain idle tunnels stay
+    // open while the TLS ones are measured, for the same reason.
+    let (idle, held) = workloads::idle(b, idle_tunnels).await?;
+    let idle = step(b, report::ROWS[5].name, async { Ok(idle) }).await?;
+    let idle_tls = step(b, report::ROWS[6].name, workloads::idle_tls(b, tls_tunnels)).await?;
+    drop(held);
+    workloads::settle(b).await?;
     let tunnels = step(b, report::ROWS[0].name, workloads::tunnels(b)).await?;
     let keepalive = step(b, report::ROWS[1].name, workloads::keepalive(b)).await?;
     let absolute = step(b, report::ROWS[2].name, workloads::absolute(b)).await?;
     let fresh = step(b, report::ROWS[3].name, workloads::absolute_fresh(b)).await?;
     let bulk = step(b, report::ROWS[4].name, workloads::bulk(b)).await?;
-    let all = vec![tunnels, keepalive, absolute, fresh, bulk, idle];
+    let all = vec![tunnels, keepalive, absolute, fresh, bulk, idle, idle_tls];
     logged += all.iter().map(|m| m.logged).sum::<u64>();
     Ok((all, logged))
 }
@@ -280,12 +298,13 @@ fn copy_binary(bin: &Path, dir: &Path) -> Result<PathBuf, Error> {
 }
 
 /// The idle workload's size, within the open-files limit (both this process
-/// and sluice hold two descriptors per idle tunnel).
+/// and sluice hold two descriptors per idle tunnel, plain or TLS).
 fn fit_idle(wanted: usize) -> usize {
     let Some(limit) = procfs::open_files_limit() else {
         return wanted;
     };
-    let fits = usize::try_from(limit.saturating_sub(SPARE_FDS) / 2).unwrap_or(usize::MAX);
+    // Plain idle tunnels and half as many TLS ones are held at once.
+    let fits = usize::try_from(limit.saturating_sub(SPARE_FDS) / 3).unwrap_or(usize::MAX);
     if fits < wanted {
         eprintln!(
             "note: open-files limit {limit} allows {fits} idle tunnels, not {wanted} (raise `ulimit -n`)"

@@ -41,6 +41,8 @@ pub struct Setup<'a> {
     pub cpu: Option<u32>,
     /// Where the config file and the access log are written.
     pub dir: &'a Path,
+    /// The TLS listener's files, to run one (sluice only).
+    pub tls: Option<&'a crate::tls::Pki>,
 }
 
 /// Which proxy is measured.
@@ -58,6 +60,8 @@ pub struct Sluice {
     pub pid: u32,
     /// Its proxy listener, as it reported it.
     pub proxy: SocketAddr,
+    /// Its TLS listener, if it runs one.
+    pub tls: Option<SocketAddr>,
     /// Its access log.
     pub log_path: PathBuf,
 }
@@ -65,10 +69,24 @@ pub struct Sluice {
 /// The configuration under test: one agent by source address, allowed
 /// exactly the origin; loopback made dialable; the bench's name server.
 fn config(s: &Setup<'_>, log_path: &Path) -> String {
+    let (tls_listen, tls, spiffe) = match s.tls {
+        Some(pki) => (
+            "tls_listen = \"127.0.0.1:0\"\n".to_owned(),
+            format!(
+                "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+                pki.cert.display(),
+                pki.key.display(),
+                pki.client_ca.display()
+            ),
+            format!("spiffe_ids = [\"{}\"]\n", crate::tls::SPIFFE_ID),
+        ),
+        None => Default::default(),
+    };
     format!(
         r#"[proxy]
 listen = "127.0.0.1:0"
-
+{tls_listen}
+{tls}
 [admin]
 listen = "127.0.0.1:0"
 
@@ -90,7 +108,7 @@ path = "{log}"
 [[agent]]
 name = "bench"
 sources = ["127.0.0.1/32"]
-allow = ["{host}:{port}"]
+{spiffe}allow = ["{host}:{port}"]
 "#,
         dns = s.dns,
         max = s.max_connections,
@@ -184,6 +202,7 @@ impl Sluice {
             child,
             pid,
             proxy,
+            tls: None,
             log_path,
         })
     }
@@ -230,8 +249,8 @@ impl Sluice {
                 }
             }
         });
-        let proxy = match tokio::time::timeout(START_WAIT, rx).await {
-            Ok(Ok(addr)) => addr,
+        let (proxy, tls) = match tokio::time::timeout(START_WAIT, rx).await {
+            Ok(Ok(addrs)) => addrs,
             Ok(Err(_)) => return Err("sluice exited before serving (its stderr is above)".into()),
             Err(_) => return Err("sluice did not print its startup line in time".into()),
         };
@@ -239,6 +258,7 @@ impl Sluice {
             child,
             pid,
             proxy,
+            tls,
             log_path,
         })
     }
@@ -262,18 +282,22 @@ impl Sluice {
     }
 }
 
-/// The proxy address from the startup line, e.g.
-/// `… INFO sluice is serving proxy=127.0.0.1:41234 admin=127.0.0.1:40001 agents=1`.
+/// The proxy and TLS listener addresses from the startup line, e.g.
+/// `… INFO sluice is serving proxy=127.0.0.1:41234 tls=Some(127.0.0.1:41235) admin=… agents=1`.
 /// Colour codes, if a build colours its output anyway, are skipped.
-fn serving(line: &str) -> Option<SocketAddr> {
+fn serving(line: &str) -> Option<(SocketAddr, Option<SocketAddr>)> {
     if !line.contains("sluice is serving") {
         return None;
     }
     let plain = strip_ansi(line);
-    plain
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("proxy="))
-        .and_then(|a| a.parse().ok())
+    let field = |name: &str| {
+        plain
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name).map(str::to_owned))
+    };
+    let proxy = field("proxy=")?.parse().ok()?;
+    let tls = field("tls=Some(").and_then(|a| a.trim_end_matches(')').parse().ok());
+    Some((proxy, tls))
 }
 
 /// `line` without ANSI SGR sequences (ESC '[' … 'm').

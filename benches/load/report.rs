@@ -20,7 +20,7 @@ pub struct Row {
 }
 
 /// The workloads in the order they run and are printed.
-pub const ROWS: [Row; 6] = [
+pub const ROWS: [Row; 7] = [
     Row {
         name: "new tunnel + 1 small exchange + close (16 clients)",
         rate_unit: "tunnels/s",
@@ -56,6 +56,12 @@ pub const ROWS: [Row; 6] = [
         rate_unit: "open",
         cost_unit: "KiB/tunnel RSS",
         target: Some(16.0),
+    },
+    Row {
+        name: "idle tunnels through the TLS listener (client certificate)",
+        rate_unit: "open",
+        cost_unit: "KiB/tunnel RSS",
+        target: None,
     },
 ];
 

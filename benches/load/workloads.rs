@@ -1,13 +1,15 @@
-//! The five workloads, each bounded in time (and count) and measured the
-//! same way: sluice's CPU time (all its threads) and the load side's, read
-//! from /proc before and after, divided by the work done; latencies as the
+//! The workloads, each bounded in time (and count) and measured the same
+//! way: sluice's CPU time (all its threads) and the load side's, read from
+//! /proc before and after, divided by the work done; latencies as the
 //! client sees them.
 //!
 //! 1. [`tunnels`]: new CONNECT tunnel + one small exchange + close.
 //! 2. [`keepalive`]: small requests on a few long-lived tunnels.
-//! 3. [`absolute`]: absolute-form `GET http://…` on persistent connections.
+//! 3. [`absolute`]: absolute-form `GET http://…` on persistent connections,
+//!    and [`absolute_fresh`]: the same on a new connection each.
 //! 4. [`bulk`]: large downloads through a few tunnels.
-//! 5. [`idle`]: many open, idle tunnels; sluice's RSS growth per tunnel.
+//! 5. [`idle`]: many open, idle tunnels; sluice's RSS growth per tunnel;
+//!    and [`idle_tls`]: the same through the TLS listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +43,9 @@ const IDLE_OPENERS: usize = 64;
 pub struct Bench {
     /// sluice's proxy listener.
     pub proxy: SocketAddr,
+    /// sluice's TLS listener and the client credentials for it (None when
+    /// the measured proxy has none).
+    pub tls: Option<(SocketAddr, Arc<crate::tls::Pki>)>,
     /// The origin as clients name it: "origin.bench:PORT".
     pub authority: Arc<str>,
     /// The process whose CPU time and memory are measured.
@@ -410,7 +415,7 @@ pub async fn bulk(b: &Bench) -> Result<Measured, Error> {
 
 /// Workload 5: opens `n` tunnels (each does one small exchange, then
 /// idles) and reports sluice's RSS growth per tunnel, in KiB.
-pub async fn idle(b: &Bench, n: usize) -> Result<Measured, Error> {
+pub async fn idle(b: &Bench, n: usize) -> Result<(Measured, Vec<Conn>), Error> {
     let request = small_request(&b.authority, false);
     let before = procfs::rss_kib(b.sluice_pid)?;
     let started = Instant::now();
@@ -435,11 +440,10 @@ pub async fn idle(b: &Bench, n: usize) -> Result<Measured, Error> {
     let secs = started.elapsed().as_secs_f64();
     let after = procfs::rss_kib(b.sluice_pid)?;
     let held = open.len();
-    drop(open);
     if held == 0 {
         return Err(format!("no idle tunnel could be opened: {first_error:?}").into());
     }
-    Ok(Measured {
+    let m = Measured {
         rate: held as f64,
         cost: after.saturating_sub(before) as f64 / held as f64,
         units: held as u64,
@@ -453,6 +457,64 @@ pub async fn idle(b: &Bench, n: usize) -> Result<Measured, Error> {
         p50_us: None,
         p99_us: None,
         open_secs: Some(secs),
+    };
+    // Returned to be held while the TLS variant measures: memory they free
+    // would otherwise be reused by its tunnels and hide their cost.
+    Ok((m, open))
+}
+
+/// Workload 5b: like [`idle`], through the TLS listener with a client
+/// certificate: `n` tunnels opened, one small exchange each, then held
+/// while sluice's RSS growth is read. Not measured (NaN) without one.
+pub async fn idle_tls(b: &Bench, n: usize) -> Result<Measured, Error> {
+    let Some((tls_addr, pki)) = b.tls.clone() else {
+        return Ok(Measured {
+            rate: f64::NAN,
+            cost: f64::NAN,
+            ..Measured::default()
+        });
+    };
+    let request = small_request(&b.authority, false);
+    let before = procfs::rss_kib(b.sluice_pid)?;
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for i in 0..IDLE_OPENERS {
+        let share = n / IDLE_OPENERS + usize::from(i < n % IDLE_OPENERS);
+        let (b, request, pki) = (b.clone(), request.clone(), pki.clone());
+        set.spawn(async move {
+            let mut open = Vec::with_capacity(share);
+            for _ in 0..share {
+                open.push(pki.tunnel(tls_addr, &b.authority, &request).await?);
+            }
+            Ok::<_, Error>(open)
+        });
+    }
+    let mut open = Vec::with_capacity(n);
+    let mut first_error = None;
+    while let Some(conns) = set.join_next().await {
+        match conns? {
+            Ok(conns) => open.extend(conns),
+            Err(e) => {
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let after = procfs::rss_kib(b.sluice_pid)?;
+    let held = open.len();
+    drop(open);
+    if held == 0 {
+        return Err(format!("no idle TLS tunnel could be opened: {first_error:?}").into());
+    }
+    Ok(Measured {
+        rate: held as f64,
+        cost: after.saturating_sub(before) as f64 / held as f64,
+        units: held as u64,
+        errors: (n - held) as u64,
+        first_error,
+        logged: held as u64,
+        open_secs: Some(secs),
+        ..Measured::default()
     })
 }
 
