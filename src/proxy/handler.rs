@@ -482,7 +482,9 @@ impl<S: ClientIo> Conn<S> {
     async fn linger(&mut self) {
         let _ = self.stream.flush().await;
         let _ = self.stream.shutdown().await;
-        let mut scratch = [0u8; 4096];
+        // On the heap: an array here would be part of every connection's
+        // future (refusals can happen on any request), idle tunnels included.
+        let mut scratch = vec![0u8; 4096];
         let mut drained = 0;
         let until = Instant::now() + LINGER;
         while drained < LINGER_BYTES {

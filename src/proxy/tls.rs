@@ -234,11 +234,13 @@ pub async fn serve(
     while let Some((stream, peer)) = super::accept(&listener, &mut stop).await {
         let max = state.policy().config.limits.max_connections;
         let slot = tracker.acquire(max, &state.metrics);
-        let conn = connection(state.clone(), stream, peer, slot, stop.clone());
-        let mut kill = kill.clone();
+        let (state, stop, mut kill) = (state.clone(), stop.clone(), kill.clone());
+        // The connection's future is made inside the task: made outside and
+        // moved in, it would occupy two slots of the task (measured: 27 KiB
+        // per connection instead of 13).
         tokio::spawn(async move {
             tokio::select! {
-                () = conn => {}
+                () = connection(state, stream, peer, slot, stop) => {}
                 () = stopped(&mut kill) => {}
             }
         });
