@@ -92,24 +92,43 @@ pub async fn tunnel<C: ClientIo>(
     let down = AtomicU64::new(0);
     let mut sni: Option<String> = None;
     let (mut ur, mut uw) = upstream.split();
+    // Both directions run until both finish or one fails; the watchdog ends
+    // the tunnel once nothing has moved for `idle_timeout`. Every future is
+    // built in place, inside `select!` and `try_join!`: passed around by
+    // value, each would be stored again in every future it passed through
+    // (measured: 2.9 KiB per tunnel for what needs 1.1).
     let end = match client.tcp() {
         Some(tcp) => {
             let (mut cr, mut cw) = tcp.split();
-            let upward = async {
-                sni = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
-                pump_tcp(&mut cr, &mut uw, &up, &activity).await
-            };
-            let downward = pump_tcp(&mut ur, &mut cw, &down, &activity);
-            supervise(upward, downward, &activity, opts.idle_timeout).await
+            tokio::select! {
+                biased;
+                res = async {
+                    tokio::try_join!(
+                        async {
+                            sni = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
+                            pump_tcp(&mut cr, &mut uw, &up, &activity).await
+                        },
+                        pump_tcp(&mut ur, &mut cw, &down, &activity),
+                    )
+                } => res.err().unwrap_or(End::Closed),
+                end = watchdog(&activity, opts.idle_timeout) => end,
+            }
         }
         None => {
             let (mut cr, mut cw) = tokio::io::split(client);
-            let upward = async {
-                sni = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
-                pump(&mut cr, &mut uw, &up, &activity).await
-            };
-            let downward = pump(&mut ur, &mut cw, &down, &activity);
-            supervise(upward, downward, &activity, opts.idle_timeout).await
+            tokio::select! {
+                biased;
+                res = async {
+                    tokio::try_join!(
+                        async {
+                            sni = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
+                            pump(&mut cr, &mut uw, &up, &activity).await
+                        },
+                        pump(&mut ur, &mut cw, &down, &activity),
+                    )
+                } => res.err().unwrap_or(End::Closed),
+                end = watchdog(&activity, opts.idle_timeout) => end,
+            }
         }
     };
     Outcome {
@@ -120,24 +139,12 @@ pub async fn tunnel<C: ClientIo>(
     }
 }
 
-/// Runs both directions until both finish, one fails, or nothing has moved
-/// for `idle`.
-async fn supervise(
-    upward: impl Future<Output = Result<(), End>>,
-    downward: impl Future<Output = Result<(), End>>,
-    activity: &Activity,
-    idle: Duration,
-) -> End {
-    let both = async { tokio::try_join!(upward, downward).map(|_| ()) };
-    tokio::pin!(both);
+/// Resolves with `End::Idle` once nothing has moved for `idle`.
+async fn watchdog(activity: &Activity, idle: Duration) -> End {
     loop {
-        tokio::select! {
-            res = &mut both => return res.err().unwrap_or(End::Closed),
-            () = tokio::time::sleep_until(activity.deadline(idle)) => {
-                if activity.idle_for() >= idle {
-                    return End::Idle;
-                }
-            }
+        tokio::time::sleep_until(activity.deadline(idle)).await;
+        if activity.idle_for() >= idle {
+            return End::Idle;
         }
     }
 }

@@ -39,7 +39,7 @@ use crate::telemetry::access_log::{Entry, src_text};
 use super::{ClientIo, Slot, State, Tracker, handler, stopped};
 
 /// TLS client connections relay through the generic (buffered) path.
-impl ClientIo for TlsStream<TcpStream> {}
+impl ClientIo for Box<TlsStream<TcpStream>> {}
 
 /// Reads the certificate chain, key and client CA named in `tls` and builds
 /// the server side: TLS 1.3 and 1.2 (ring), client certificates required,
@@ -279,13 +279,11 @@ async fn connection(
     }
 }
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "made once per connection and destructured at once; a Box would cost an allocation per connection"
-)]
 enum Handshake {
     /// Verified; the SPIFFE ID to identify by (empty when the certificate has none).
-    Done(TlsStream<TcpStream>, String),
+    /// Boxed: the stream (rustls state, ~1.3 KiB) is then one pointer in
+    /// every future that carries the connection, not a copy in each.
+    Done(Box<TlsStream<TcpStream>>, String),
     /// Closed (or reset) before sending a byte: a port probe, not a failure.
     Closed,
     Failed(Failure),
@@ -301,7 +299,7 @@ async fn handshake(config: Arc<ServerConfig>, stream: TcpStream, deadline: Durat
         match TlsAcceptor::from(config).accept(stream).await {
             Ok(stream) => {
                 let spiffe = spiffe_id(stream.get_ref().1.peer_certificates());
-                Handshake::Done(stream, spiffe.unwrap_or_default())
+                Handshake::Done(Box::new(stream), spiffe.unwrap_or_default())
             }
             Err(e) => Handshake::Failed(Failure::of(&e)),
         }

@@ -242,7 +242,10 @@ fn warn_behind() {
 /// once by [`Entry::finish`] (or by `Drop` if the task is cancelled).
 #[derive(Debug)]
 pub struct Entry {
-    pub record: Record,
+    /// Boxed: an entry is carried through every await of a request, and
+    /// each async function it passes through stores it (often twice), so
+    /// its size multiplies into every connection's future.
+    pub record: Box<Record>,
     /// The agent's pre-resolved series, once the agent is known.
     pub series: Option<Arc<AgentSeries>>,
     started: Instant,
@@ -294,12 +297,12 @@ impl Entry {
     pub fn started_at(sink: &Sink, src: Arc<str>, started: Instant) -> Entry {
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Entry {
-            record: Record {
+            record: Box::new(Record {
                 id: request_id(id_prefix(), n),
                 src,
                 decision: "deny",
                 ..Record::default()
-            },
+            }),
             started,
             series: None,
             sink: Some(sink.clone()),
