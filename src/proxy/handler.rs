@@ -65,6 +65,27 @@ fn retriable(head: &Head, target: &Target) -> bool {
         )
 }
 
+/// The agent's rules on the target: allow, report (let through, logged as
+/// a would-be denial) or deny.
+fn decide(
+    policy: &Policy,
+    agent: usize,
+    target: &Target,
+    log: &mut Entry,
+) -> Result<(), ProxyError> {
+    let decision = policy.decide(agent, &target.host, target.port, SystemTime::now());
+    log.record.rule = decision.rule;
+    match decision.verdict {
+        Verdict::Allow => log.record.decision = "allow",
+        Verdict::Report(why) => {
+            log.record.decision = "report";
+            log.record.reason = Some(why.as_str());
+        }
+        Verdict::Deny(why) => return Err(ProxyError::Denied(why)),
+    }
+    Ok(())
+}
+
 impl<S: ClientIo> Conn<S> {
     pub fn new(
         state: Arc<State>,
@@ -197,6 +218,23 @@ impl<S: ClientIo> Conn<S> {
         head: &Head,
         log: &mut Entry,
     ) -> Result<Admitted, ProxyError> {
+        let agent = self.identify(policy, head, log)?;
+        let target = Target::parse(head).map_err(ProxyError::Malformed)?;
+        self.record_target(policy, &target, log);
+        decide(policy, agent, &target, log)?;
+        let ips = self.resolve(&target, log).await?;
+        let ips = policy.vet(&ips).map_err(ProxyError::Denied)?;
+        Ok(Admitted { target, ips, agent })
+    }
+
+    /// Who is calling, from the connection's certificate or source or the
+    /// head's token; takes the connection's place in that agent's limit.
+    fn identify(
+        &mut self,
+        policy: &Policy,
+        head: &Head,
+        log: &mut Entry,
+    ) -> Result<usize, ProxyError> {
         let auth = head
             .get_one("proxy-authorization")
             .map_err(|_| ProxyError::Identity(IdentityError::BadCredentials))?;
@@ -224,50 +262,34 @@ impl<S: ClientIo> Conn<S> {
                     .ok_or(ProxyError::ConnectionLimit)?,
             );
         }
+        Ok(who.agent)
+    }
 
-        let target = Target::parse(head).map_err(ProxyError::Malformed)?;
-        self.record_target(policy, &target, log);
-
-        let decision = policy.decide(who.agent, &target.host, target.port, SystemTime::now());
-        log.record.rule = decision.rule;
-        match decision.verdict {
-            Verdict::Allow => log.record.decision = "allow",
-            Verdict::Report(why) => {
-                log.record.decision = "report";
-                log.record.reason = Some(why.as_str());
-            }
-            Verdict::Deny(why) => return Err(ProxyError::Denied(why)),
-        }
-
-        let ips = match &target.host {
-            Host::Ip(ip) => vec![*ip],
-            Host::Name(name) => {
-                let m = &self.state.metrics;
-                let started = Instant::now();
-                let resolved = self.state.resolver.resolve(name).await;
-                // Every lookup is observed, failed ones too: the histogram's
-                // count is the denominator of the DNS error rate.
-                let took = started.elapsed();
-                m.dns_lookup.observe(took.as_secs_f64());
-                log.record.dns_ms = Some(ms(took));
-                match resolved {
-                    Ok(ips) => {
-                        log.record.ips = Some(ips.clone());
-                        ips
-                    }
-                    Err(e) => {
-                        m.dns_errors.with_label_values(&[e.kind()]).inc();
-                        return Err(ProxyError::Dns(e));
-                    }
-                }
-            }
+    /// The target's addresses: the literal one, or the resolver's answer
+    /// (timed, counted, and logged whole, forbidden addresses included).
+    async fn resolve(&self, target: &Target, log: &mut Entry) -> Result<Vec<IpAddr>, ProxyError> {
+        let name = match &target.host {
+            Host::Ip(ip) => return Ok(vec![*ip]),
+            Host::Name(name) => name,
         };
-        let ips = policy.vet(&ips).map_err(ProxyError::Denied)?;
-        Ok(Admitted {
-            target,
-            ips,
-            agent: who.agent,
-        })
+        let m = &self.state.metrics;
+        let started = Instant::now();
+        let resolved = self.state.resolver.resolve(name).await;
+        // Every lookup is observed, failed ones too: the histogram's count
+        // is the denominator of the DNS error rate.
+        let took = started.elapsed();
+        m.dns_lookup.observe(took.as_secs_f64());
+        log.record.dns_ms = Some(ms(took));
+        match resolved {
+            Ok(ips) => {
+                log.record.ips = Some(ips.clone());
+                Ok(ips)
+            }
+            Err(e) => {
+                m.dns_errors.with_label_values(&[e.kind()]).inc();
+                Err(ProxyError::Dns(e))
+            }
+        }
     }
 
     fn record_target(&self, policy: &Policy, target: &Target, log: &mut Entry) {
@@ -331,48 +353,12 @@ impl<S: ClientIo> Conn<S> {
     /// Absolute-form: reuse or dial an upstream, forward, keep both
     /// connections when their framing allows.
     async fn forward(&mut self, policy: &Policy, head: &Head, a: Admitted, mut log: Entry) -> bool {
-        let egress = &policy.config.egress;
-        let opts = forward::Options {
-            idle_timeout: egress.idle_timeout,
-        };
-        // A kept-alive upstream may close just as it is reused. A safe
-        // request without a body has reached no one intact and consumed
-        // nothing from the client: it is sent once more on a fresh connection.
         let agent = &policy.agent(a.agent).name;
-        let pool = &self.state.upstreams;
-        let mut pooled = pool.take(agent, &a.target.host, a.target.port, &a.ips);
-        let (up, result) = loop {
-            let reused = pooled.is_some();
-            let mut up = match pooled.take() {
-                Some(p) => {
-                    log.record.ip = Some(p.addr.ip());
-                    p
-                }
-                None => match self.dial(&a, egress.connect_timeout, &mut log).await {
-                    Ok(c) => Upstream {
-                        stream: c.stream,
-                        addr: c.addr,
-                        buf: BytesMut::new(),
-                    },
-                    Err(e) => {
-                        self.refuse_in_place(policy, e, log, None).await;
-                        return false;
-                    }
-                },
-            };
-            let result = forward::forward(
-                &mut self.stream,
-                &mut self.buf,
-                head,
-                &a.target,
-                &mut up.stream,
-                &mut up.buf,
-                opts,
-            )
-            .await;
-            let stale = matches!(result, Err(forward::ForwardError::Upstream(_)));
-            if !(reused && stale && retriable(head, &a.target)) {
-                break (up, result);
+        let (up, result) = match self.exchange(policy, head, &a, agent, &mut log).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                self.refuse_in_place(policy, e, log, None).await;
+                return false;
             }
         };
         match result {
@@ -380,6 +366,7 @@ impl<S: ClientIo> Conn<S> {
                 // Pooled before the line is logged: whoever has seen the
                 // line can count on the connection being there.
                 if f.upstream_reusable {
+                    let pool = &self.state.upstreams;
                     pool.put(agent, &a.target.host, a.target.port, up);
                 }
                 log.record.status = Some(f.status);
@@ -408,6 +395,61 @@ impl<S: ClientIo> Conn<S> {
                 tracing::debug!(peer = %self.peer, "relay broken: {m}");
                 log.finish().await;
                 false
+            }
+        }
+    }
+
+    /// One exchange with the origin, on a pooled connection if the agent
+    /// has one there, else on a new one (a failed dial is the refusal).
+    ///
+    /// A kept-alive upstream may close just as it is reused. A safe request
+    /// without a body has then reached no one intact and consumed nothing
+    /// from the client: it is sent once more on a fresh connection.
+    async fn exchange(
+        &mut self,
+        policy: &Policy,
+        head: &Head,
+        a: &Admitted,
+        agent: &Arc<str>,
+        log: &mut Entry,
+    ) -> Result<(Upstream, Result<forward::Forwarded, forward::ForwardError>), ProxyError> {
+        let egress = &policy.config.egress;
+        let opts = forward::Options {
+            idle_timeout: egress.idle_timeout,
+        };
+        let mut pooled = self
+            .state
+            .upstreams
+            .take(agent, &a.target.host, a.target.port, &a.ips);
+        loop {
+            let reused = pooled.is_some();
+            let mut up = match pooled.take() {
+                Some(p) => {
+                    log.record.ip = Some(p.addr.ip());
+                    p
+                }
+                None => {
+                    let c = self.dial(a, egress.connect_timeout, log).await?;
+                    Upstream {
+                        stream: c.stream,
+                        addr: c.addr,
+                        buf: BytesMut::new(),
+                    }
+                }
+            };
+            let result = forward::forward(
+                &mut self.stream,
+                &mut self.buf,
+                head,
+                &a.target,
+                &mut up.stream,
+                &mut up.buf,
+                opts,
+            )
+            .await;
+            let stale = matches!(result, Err(forward::ForwardError::Upstream(_)));
+            if !(reused && stale && retriable(head, &a.target)) {
+                return Ok((up, result));
             }
         }
     }
