@@ -131,43 +131,11 @@ where
     let (mut ur, mut uw) = upstream.split();
 
     let up = async {
-        match relay_body(&mut cr, cbuf, &mut uw, body, idle, request_head).await {
-            Ok(n) => Ok((request_head.len() as u64 + n, true)),
-            Err(BodyError::HeadWrite(e)) => Err(ForwardError::Upstream(e.to_string())),
-            // The origin stopped reading (it may already have answered):
-            // the response decides what the client sees.
-            Err(BodyError::Write(_)) => Ok((request_head.len() as u64, false)),
-            Err(BodyError::Malformed(m)) => Err(ForwardError::ClientBody(m)),
-            Err(BodyError::Truncated) => Err(ForwardError::ClientBody(
-                "client closed before the end of the body",
-            )),
-            Err(BodyError::Idle) => Err(ForwardError::ClientBody(
-                "client went idle in the middle of the body",
-            )),
-            Err(BodyError::Read(_)) => {
-                Err(ForwardError::ClientBody("reading the request body failed"))
-            }
-        }
+        let sent = relay_body(&mut cr, cbuf, &mut uw, body, idle, request_head).await;
+        request_sent(sent, request_head.len() as u64)
     };
     let down = async {
-        let mut bytes = 0u64;
-        let resp = loop {
-            let resp = read_response(&mut ur, ubuf, idle).await?;
-            if (100..200).contains(&resp.status) && resp.status != 101 {
-                // Interim responses (100 Continue, 103 Early Hints) pass through.
-                cw.write_all(&resp.raw)
-                    .await
-                    .map_err(|e| ForwardError::Broken(e.to_string()))?;
-                bytes += resp.raw.len() as u64;
-                continue;
-            }
-            if resp.status == 101 {
-                return Err(ForwardError::Upstream(
-                    "origin switched protocols without an Upgrade request".to_owned(),
-                ));
-            }
-            break resp;
-        };
+        let (resp, mut bytes) = final_response(&mut ur, ubuf, &mut cw, idle).await?;
         let framing = resp.framing(is_head)?;
         let close = client_wants_close || framing == Framing::Close;
         let out = rewrite_response(&resp, close);
@@ -191,6 +159,59 @@ where
         client_reusable: client_ok && body_sent,
         upstream_reusable: upstream_ok && body_sent,
     })
+}
+
+/// The request's side of an exchange: the bytes sent upstream and whether
+/// the whole body went, or why the client is at fault.
+fn request_sent(sent: Result<u64, BodyError>, head_len: u64) -> Result<(u64, bool), ForwardError> {
+    match sent {
+        Ok(n) => Ok((head_len + n, true)),
+        Err(BodyError::HeadWrite(e)) => Err(ForwardError::Upstream(e.to_string())),
+        // The origin stopped reading (it may already have answered): the
+        // response decides what the client sees.
+        Err(BodyError::Write(_)) => Ok((head_len, false)),
+        Err(BodyError::Malformed(m)) => Err(ForwardError::ClientBody(m)),
+        Err(BodyError::Truncated) => Err(ForwardError::ClientBody(
+            "client closed before the end of the body",
+        )),
+        Err(BodyError::Idle) => Err(ForwardError::ClientBody(
+            "client went idle in the middle of the body",
+        )),
+        Err(BodyError::Read(_)) => Err(ForwardError::ClientBody("reading the request body failed")),
+    }
+}
+
+/// Reads the origin's final response head, passing interim ones (100
+/// Continue, 103 Early Hints) through to the client; returns it with the
+/// bytes of the interim heads sent.
+async fn final_response<R, W>(
+    ur: &mut R,
+    ubuf: &mut BytesMut,
+    cw: &mut W,
+    idle: Duration,
+) -> Result<(Response, u64), ForwardError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut bytes = 0u64;
+    loop {
+        let resp = read_response(ur, ubuf, idle).await?;
+        match resp.status {
+            101 => {
+                return Err(ForwardError::Upstream(
+                    "origin switched protocols without an Upgrade request".to_owned(),
+                ));
+            }
+            100..200 => {
+                cw.write_all(&resp.raw)
+                    .await
+                    .map_err(|e| ForwardError::Broken(e.to_string()))?;
+                bytes += resp.raw.len() as u64;
+            }
+            _ => return Ok((resp, bytes)),
+        }
+    }
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
@@ -270,62 +291,15 @@ struct Response {
     close: bool,
 }
 
+/// Reads one response head from the origin into `buf`.
 async fn read_response<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut BytesMut,
     idle: Duration,
 ) -> Result<Response, ForwardError> {
     loop {
-        if !buf.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let status = resp.code.unwrap_or(0);
-                    let version = resp.version.unwrap_or(1);
-                    // httparse hands out slices of `buf`: keep where they are.
-                    let base = buf.as_ptr() as usize;
-                    let at = |part: &[u8]| {
-                        (part.as_ptr() as usize)
-                            .checked_sub(base)
-                            .map(|start| start..start + part.len())
-                            .filter(|r| r.end <= n)
-                            .unwrap_or(0..0)
-                    };
-                    let reason = resp.reason.map_or(0..0, |r| at(r.as_bytes()));
-                    let headers: Vec<(Range<usize>, Range<usize>)> = resp
-                        .headers
-                        .iter()
-                        .map(|h| (at(h.name.as_bytes()), at(h.value)))
-                        .collect();
-                    let has = |name: &str, token: &str| {
-                        resp.headers.iter().any(|h| {
-                            h.name.eq_ignore_ascii_case(name)
-                                && h.value
-                                    .split(|&b| b == b',')
-                                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-                        })
-                    };
-                    let close = has("connection", "close")
-                        || (version == 0 && !has("connection", "keep-alive"));
-                    return Ok(Response {
-                        raw: buf.split_to(n),
-                        status,
-                        reason,
-                        headers,
-                        close,
-                    });
-                }
-                Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => {}
-                Ok(httparse::Status::Partial) => {
-                    return Err(ForwardError::Upstream("response head too large".to_owned()));
-                }
-                Err(e) => {
-                    return Err(ForwardError::Upstream(format!(
-                        "malformed response head: {e}"
-                    )));
-                }
-            }
+        if let Some(resp) = parse_response(buf)? {
+            return Ok(resp);
         }
         buf.reserve(READ_CHUNK);
         let n = match tokio::time::timeout(idle, r.read_buf(buf)).await {
@@ -343,6 +317,61 @@ async fn read_response<R: AsyncRead + Unpin>(
             ));
         }
     }
+}
+
+/// A complete response head at the front of `buf`, split off it; `None`
+/// while the head is still partial.
+fn parse_response(buf: &mut BytesMut) -> Result<Option<Response>, ForwardError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let n = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) => {
+            return Err(ForwardError::Upstream("response head too large".to_owned()));
+        }
+        Err(e) => {
+            return Err(ForwardError::Upstream(format!(
+                "malformed response head: {e}"
+            )));
+        }
+    };
+    let status = resp.code.unwrap_or(0);
+    let version = resp.version.unwrap_or(1);
+    // httparse hands out slices of `buf`: keep where they are.
+    let base = buf.as_ptr() as usize;
+    let at = |part: &[u8]| {
+        (part.as_ptr() as usize)
+            .checked_sub(base)
+            .map(|start| start..start + part.len())
+            .filter(|r| r.end <= n)
+            .unwrap_or(0..0)
+    };
+    let reason = resp.reason.map_or(0..0, |r| at(r.as_bytes()));
+    let headers: Vec<(Range<usize>, Range<usize>)> = resp
+        .headers
+        .iter()
+        .map(|h| (at(h.name.as_bytes()), at(h.value)))
+        .collect();
+    let has = |name: &str, token: &str| {
+        resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case(name)
+                && h.value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+        })
+    };
+    let close = has("connection", "close") || (version == 0 && !has("connection", "keep-alive"));
+    Ok(Some(Response {
+        raw: buf.split_to(n),
+        status,
+        reason,
+        headers,
+        close,
+    }))
 }
 
 impl Response {
@@ -439,6 +468,53 @@ enum BodyError {
     Idle,
 }
 
+/// How far a body extends into the bytes read so far, by its framing.
+struct Extent {
+    framing: Framing,
+    /// Bytes still to come (`Length` framing).
+    remaining: u64,
+    chunked: Chunked,
+}
+
+impl Extent {
+    fn new(framing: Framing) -> Self {
+        let remaining = match framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        };
+        Extent {
+            framing,
+            remaining,
+            chunked: Chunked::default(),
+        }
+    }
+
+    /// How many bytes at the front of `buf` belong to the body, counted as
+    /// consumed.
+    fn take(&mut self, buf: &[u8]) -> Result<usize, BodyError> {
+        match self.framing {
+            Framing::Length(_) => {
+                let n = self.remaining.min(buf.len() as u64);
+                self.remaining -= n;
+                Ok(n as usize)
+            }
+            Framing::Chunked => self.chunked.scan(buf).map_err(BodyError::Malformed),
+            Framing::None => Ok(0),
+            Framing::Close => Ok(buf.len()),
+        }
+    }
+
+    /// The body has ended (a `Close` body ends only with the connection).
+    fn done(&self) -> bool {
+        match self.framing {
+            Framing::Length(_) => self.remaining == 0,
+            Framing::Chunked => self.chunked.done(),
+            Framing::None => true,
+            Framing::Close => false,
+        }
+    }
+}
+
 /// Sends the message head `head`, then copies its body from `buf` + `r` to
 /// `w` as `framing` delimits it; bytes after its end stay in `buf`. Returns
 /// the body bytes copied.
@@ -460,23 +536,15 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut remaining = match framing {
-        Framing::None => {
-            w.write_all(head).await.map_err(BodyError::HeadWrite)?;
-            return Ok(0);
-        }
-        Framing::Length(n) => n,
-        Framing::Chunked | Framing::Close => u64::MAX,
-    };
-    let mut chunked = Chunked::default();
+    if framing == Framing::None {
+        w.write_all(head).await.map_err(BodyError::HeadWrite)?;
+        return Ok(0);
+    }
+    let mut body = Extent::new(framing);
     let mut total = 0u64;
     loop {
         if !buf.is_empty() {
-            let n = match framing {
-                Framing::Length(_) => remaining.min(buf.len() as u64) as usize,
-                Framing::Chunked => chunked.scan(buf).map_err(BodyError::Malformed)?,
-                _ => buf.len(),
-            };
+            let n = body.take(buf)?;
             let with_head = !head.is_empty();
             w.write_all_buf(&mut Buf::chain(head, &buf[..n]))
                 .await
@@ -488,15 +556,8 @@ where
             head = &[];
             buf.advance(n);
             total += n as u64;
-            match framing {
-                Framing::Length(_) => {
-                    remaining -= n as u64;
-                    if remaining == 0 {
-                        return Ok(total);
-                    }
-                }
-                Framing::Chunked if chunked.done() => return Ok(total),
-                _ => {}
+            if body.done() {
+                return Ok(total);
             }
         }
         if !head.is_empty() {
