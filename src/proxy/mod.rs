@@ -7,8 +7,9 @@
 //! client certificate) → head.rs (read the head) → target.rs (what
 //! it asks for) → handler.rs (identify, decide, resolve) → connect.rs →
 //! relay.rs (CONNECT, with sni.rs) or forward.rs (absolute-form, with
-//! chunked.rs) → error.rs (refusals).
+//! body.rs and chunked.rs; pool.rs keeps its upstreams) → error.rs (refusals).
 
+pub mod body;
 pub mod chunked;
 pub mod connect;
 pub mod error;
