@@ -218,70 +218,10 @@ impl Cx<'_> {
         let span = agent.span();
         let a = agent.into_inner();
         let key = |k: &str| format!("agent[{ai}].{k}");
-        let name = a.name.get_ref().clone();
-        if !valid_agent_name(&name) {
-            return Err(self.err(
-                a.name.span(),
-                key("name"),
-                format!("{name:?} is not a valid agent name: use [a-z0-9][a-z0-9-_.]*"),
-            ));
-        }
-        if let Some(prev) = claims.names.insert(name.clone(), ai) {
-            return Err(self.err(
-                a.name.span(),
-                key("name"),
-                format!("{name:?} is already the name of agent[{prev}]"),
-            ));
-        }
-        let mut sources = Vec::with_capacity(a.sources.len());
-        for (i, s) in a.sources.iter().enumerate() {
-            let net = parse_cidr(s.get_ref())
-                .map_err(|m| self.err(s.span(), key(&format!("sources[{i}]")), m))?;
-            match claims.ranges.insert(net, ai) {
-                Some(prev) if prev != ai => {
-                    return Err(self.err(
-                        s.span(),
-                        key(&format!("sources[{i}]")),
-                        format!(
-                            "{net} is also claimed by agent {:?}: a source range identifies one agent",
-                            earlier[prev].name
-                        ),
-                    ));
-                }
-                _ => sources.push(net),
-            }
-        }
-        let mut token_sha256 = Vec::with_capacity(a.token_sha256.len());
-        for (i, t) in a.token_sha256.iter().enumerate() {
-            token_sha256.push(parse_sha256(t.get_ref()).ok_or_else(|| {
-                self.err(
-                    t.span(),
-                    key(&format!("token_sha256[{i}]")),
-                    "must be 64 hex digits: the SHA-256 of the token, e.g. from `printf %s TOKEN | sha256sum`",
-                )
-            })?);
-        }
-        let mut spiffe_ids = Vec::with_capacity(a.spiffe_ids.len());
-        for (i, s) in a.spiffe_ids.iter().enumerate() {
-            let id = s.get_ref();
-            if !id.starts_with("spiffe://") || id.len() <= "spiffe://".len() {
-                return Err(self.err(
-                    s.span(),
-                    key(&format!("spiffe_ids[{i}]")),
-                    format!("{id:?} is not a SPIFFE ID (spiffe://trust-domain/path)"),
-                ));
-            }
-            match claims.spiffe.insert(id.clone(), ai) {
-                Some(prev) if prev != ai => {
-                    return Err(self.err(
-                        s.span(),
-                        key(&format!("spiffe_ids[{i}]")),
-                        format!("{id:?} is also claimed by agent {:?}", earlier[prev].name),
-                    ));
-                }
-                _ => spiffe_ids.push(id.clone()),
-            }
-        }
+        let name = self.agent_name(ai, &a.name, claims)?;
+        let sources = self.sources(ai, &a.sources, claims, earlier)?;
+        let token_sha256 = self.tokens(ai, &a.token_sha256)?;
+        let spiffe_ids = self.spiffe_ids(ai, &a.spiffe_ids, claims, earlier)?;
         if sources.is_empty() && token_sha256.is_empty() && spiffe_ids.is_empty() {
             return Err(self.err(
                 span,
@@ -310,6 +250,110 @@ impl Cx<'_> {
             mode,
             require_sni: a.require_sni,
         })
+    }
+
+    /// A well-formed name no earlier agent has.
+    fn agent_name(
+        &self,
+        ai: usize,
+        name: &Spanned<String>,
+        claims: &mut Claims,
+    ) -> Result<String, ConfigError> {
+        let key = format!("agent[{ai}].name");
+        let text = name.get_ref().clone();
+        if !valid_agent_name(&text) {
+            return Err(self.err(
+                name.span(),
+                key,
+                format!("{text:?} is not a valid agent name: use [a-z0-9][a-z0-9-_.]*"),
+            ));
+        }
+        if let Some(prev) = claims.names.insert(text.clone(), ai) {
+            return Err(self.err(
+                name.span(),
+                key,
+                format!("{text:?} is already the name of agent[{prev}]"),
+            ));
+        }
+        Ok(text)
+    }
+
+    /// Source ranges, none of them another agent's.
+    fn sources(
+        &self,
+        ai: usize,
+        raw: &[Spanned<String>],
+        claims: &mut Claims,
+        earlier: &[AgentConfig],
+    ) -> Result<Vec<IpNet>, ConfigError> {
+        let mut sources = Vec::with_capacity(raw.len());
+        for (i, s) in raw.iter().enumerate() {
+            let key = format!("agent[{ai}].sources[{i}]");
+            let net = parse_cidr(s.get_ref()).map_err(|m| self.err(s.span(), key.clone(), m))?;
+            match claims.ranges.insert(net, ai) {
+                Some(prev) if prev != ai => {
+                    return Err(self.err(
+                        s.span(),
+                        key,
+                        format!(
+                            "{net} is also claimed by agent {:?}: a source range identifies one agent",
+                            earlier[prev].name
+                        ),
+                    ));
+                }
+                _ => sources.push(net),
+            }
+        }
+        Ok(sources)
+    }
+
+    /// Token digests, each 64 hex digits.
+    fn tokens(&self, ai: usize, raw: &[Spanned<String>]) -> Result<Vec<[u8; 32]>, ConfigError> {
+        raw.iter()
+            .enumerate()
+            .map(|(i, t)| {
+                parse_sha256(t.get_ref()).ok_or_else(|| {
+                    self.err(
+                        t.span(),
+                        format!("agent[{ai}].token_sha256[{i}]"),
+                        "must be 64 hex digits: the SHA-256 of the token, e.g. from `printf %s TOKEN | sha256sum`",
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// SPIFFE IDs, none of them another agent's.
+    fn spiffe_ids(
+        &self,
+        ai: usize,
+        raw: &[Spanned<String>],
+        claims: &mut Claims,
+        earlier: &[AgentConfig],
+    ) -> Result<Vec<String>, ConfigError> {
+        let mut ids = Vec::with_capacity(raw.len());
+        for (i, s) in raw.iter().enumerate() {
+            let key = format!("agent[{ai}].spiffe_ids[{i}]");
+            let id = s.get_ref();
+            if !id.starts_with("spiffe://") || id.len() <= "spiffe://".len() {
+                return Err(self.err(
+                    s.span(),
+                    key,
+                    format!("{id:?} is not a SPIFFE ID (spiffe://trust-domain/path)"),
+                ));
+            }
+            match claims.spiffe.insert(id.clone(), ai) {
+                Some(prev) if prev != ai => {
+                    return Err(self.err(
+                        s.span(),
+                        key,
+                        format!("{id:?} is also claimed by agent {:?}", earlier[prev].name),
+                    ));
+                }
+                _ => ids.push(id.clone()),
+            }
+        }
+        Ok(ids)
     }
 
     /// An agent's `allow` or `deny` list; each rule keeps its line and column
