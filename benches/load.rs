@@ -256,9 +256,9 @@ async fn step(
     let opened = m
         .open_secs
         .map_or(String::new(), |s| format!(", opened in {s:.2} s"));
-    let busy = match (m.sluice_busy, m.load_busy, m.other_busy) {
-        (Some(s), Some(l), Some(o)) => {
-            format!(", CPU busy: sluice {s:.2} load {l:.2} other {o:.2}")
+    let busy = match (m.sluice_busy, m.load_busy, m.other_busy, m.steal) {
+        (Some(s), Some(l), Some(o), Some(st)) => {
+            format!(", CPU busy: sluice {s:.2} load {l:.2} other {o:.2} steal {st:.2}")
         }
         _ => String::new(),
     };

@@ -78,10 +78,19 @@ fn stat_ticks(stat: &str) -> Option<(u64, u64)> {
     Some((utime, stime))
 }
 
-/// CPU time every process on the machine has used, in clock ticks (the
-/// aggregate `cpu` line of /proc/stat: user, nice, system, irq, softirq).
-/// The benchmark subtracts its own two processes to show interference.
-pub fn machine_busy_ticks() -> io::Result<u64> {
+/// Clock ticks from the aggregate `cpu` line of /proc/stat, all CPUs.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineTicks {
+    /// CPU time every process used (user, nice, system, irq, softirq). The
+    /// benchmark subtracts its own two processes to show interference.
+    pub busy: u64,
+    /// Time the hypervisor ran something else while a CPU wanted to run
+    /// (`steal`): on a shared host, the sign of a noisy neighbour, whose
+    /// caches and memory bandwidth inflate every CPU figure meanwhile.
+    pub steal: u64,
+}
+
+pub fn machine_ticks() -> io::Result<MachineTicks> {
     let stat = fs::read_to_string("/proc/stat")?;
     let line = stat
         .lines()
@@ -92,8 +101,11 @@ pub fn machine_busy_ticks() -> io::Result<u64> {
         .skip(1)
         .map(|f| f.parse().unwrap_or(0))
         .collect();
-    // user nice system idle iowait irq softirq …
-    Ok([0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum())
+    // user nice system idle iowait irq softirq steal …
+    Ok(MachineTicks {
+        busy: [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum(),
+        steal: fields.get(7).copied().unwrap_or(0),
+    })
 }
 
 /// Resident set size of `pid`, in KiB (VmRSS).

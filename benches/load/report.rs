@@ -125,9 +125,9 @@ pub fn table(runs: &[Vec<Measured>], proxy: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| workload | rate | p50 | p99 | {proxy} CPU per unit | target | of which user space | {proxy} CPU busy | load CPU busy | other CPU |"
+        "| workload | rate | p50 | p99 | {proxy} CPU per unit | target | of which user space | {proxy} CPU busy | load CPU busy | other CPU | steal |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, row) in ROWS.iter().enumerate() {
         let column = |f: &dyn Fn(&Measured) -> Option<f64>| -> Vec<f64> {
             runs.iter().filter_map(|r| r.get(i)).filter_map(f).collect()
@@ -145,9 +145,10 @@ pub fn table(runs: &[Vec<Measured>], proxy: &str) -> String {
         let (sluice, _) = cell(column(&|m| m.sluice_busy), percent, "%");
         let (load, _) = cell(column(&|m| m.load_busy), percent, "%");
         let (other, _) = cell(column(&|m| m.other_busy), percent, "%");
+        let (steal, _) = cell(column(&|m| m.steal), percent, "%");
         let _ = writeln!(
             out,
-            "| {} | {rate} | {p50} | {p99} | {cost} | {target} | {user} | {sluice} | {load} | {other} |",
+            "| {} | {rate} | {p50} | {p99} | {cost} | {target} | {user} | {sluice} | {load} | {other} | {steal} |",
             row.name
         );
     }
@@ -157,6 +158,12 @@ pub fn table(runs: &[Vec<Measured>], proxy: &str) -> String {
 /// Other processes using more than this share of a CPU during a workload
 /// make its figures suspect (they share sluice's or the load side's CPU).
 const DISTURBED: f64 = 0.25;
+
+/// The hypervisor withholding more than this share of a CPU makes a
+/// workload's figures suspect: in an A/B on a 2-core guest, the run that
+/// had a third of a CPU stolen cost 25–40% more per unit than the one with
+/// 3% (docs/performance.md). Little steal is no proof of a quiet host.
+const STOLEN: f64 = 0.05;
 
 /// Notes for under the table: errors, and workloads that other processes
 /// disturbed, per run.
@@ -170,6 +177,14 @@ pub fn notes(runs: &[Vec<Measured>]) -> Vec<String> {
                     r + 1,
                     row.name,
                     other * 100.0
+                ));
+            }
+            if let Some(steal) = m.steal.filter(|&s| s > STOLEN) {
+                lines.push(format!(
+                    "run {}: {}: the hypervisor withheld {:.0}% of a CPU meanwhile (steal; figures inflated)",
+                    r + 1,
+                    row.name,
+                    steal * 100.0
                 ));
             }
             if m.errors > 0 {

@@ -76,6 +76,9 @@ pub struct Measured {
     /// CPU used meanwhile by every other process on the machine (1.0 = one
     /// core): anything well above zero means the figures were disturbed.
     pub other_busy: Option<f64>,
+    /// CPU time the hypervisor withheld meanwhile, all CPUs (1.0 = one
+    /// core): a noisy neighbour on the host, inflating every CPU figure.
+    pub steal: Option<f64>,
     /// Units completed, and units that failed (with the first failure).
     pub units: u64,
     pub errors: u64,
@@ -124,7 +127,7 @@ struct Window {
     start: Instant,
     sluice: Cpu,
     load: Cpu,
-    machine: u64,
+    machine: procfs::MachineTicks,
 }
 
 /// What a window saw.
@@ -133,6 +136,7 @@ struct Spent {
     sluice_ns: u64,
     load_ns: u64,
     other_ns: u64,
+    steal_ns: u64,
     sluice_user: Option<f64>,
 }
 
@@ -141,7 +145,7 @@ impl Window {
         Ok(Window {
             sluice: Cpu::read(&b.sluice_pid.to_string())?,
             load: Cpu::read("self")?,
-            machine: procfs::machine_busy_ticks()?,
+            machine: procfs::machine_ticks()?,
             start: Instant::now(),
         })
     }
@@ -150,7 +154,7 @@ impl Window {
         let elapsed = self.start.elapsed();
         let sluice = Cpu::read(&b.sluice_pid.to_string())?;
         let load = Cpu::read("self")?;
-        let machine = procfs::machine_busy_ticks()?;
+        let machine = procfs::machine_ticks()?;
         let (mut sluice_ns, stat_ns) = sluice.since(&self.sluice, b.ticks_per_s);
         // schedstat loses the time of threads that exited in between (tokio's
         // blocking pool retires idle threads); stat keeps it, at tick
@@ -165,12 +169,13 @@ impl Window {
             sluice_ns = stat_ns;
         }
         let load_ns = load.since(&self.load, b.ticks_per_s).0;
-        let machine_ns = machine.saturating_sub(self.machine) * tick_ns;
+        let machine_ns = machine.busy.saturating_sub(self.machine.busy) * tick_ns;
         Ok(Spent {
             elapsed,
             sluice_ns,
             load_ns,
             other_ns: machine_ns.saturating_sub(sluice_ns + load_ns),
+            steal_ns: machine.steal.saturating_sub(self.machine.steal) * tick_ns,
             sluice_user: sluice.user_share(&self.sluice),
         })
     }
@@ -202,6 +207,7 @@ fn measured(t: Tally, spent: &Spent, units: f64) -> Measured {
         sluice_busy: Some(spent.sluice_ns as f64 / 1e9 / secs),
         load_busy: Some(spent.load_ns as f64 / 1e9 / secs),
         other_busy: Some(spent.other_ns as f64 / 1e9 / secs),
+        steal: Some(spent.steal_ns as f64 / 1e9 / secs),
         sluice_user: spent.sluice_user,
         units: t.units,
         errors: t.errors,
@@ -453,6 +459,7 @@ pub async fn idle(b: &Bench, n: usize) -> Result<(Measured, Vec<Conn>), Error> {
         load_busy: None,
         sluice_busy: None,
         other_busy: None,
+        steal: None,
         sluice_user: None,
         p50_us: None,
         p99_us: None,
