@@ -83,49 +83,20 @@ pub enum Drain {
 pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
     let config = Arc::new(config);
     let metrics = Metrics::new()?;
-    let bind = |what: &'static str, addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| AppError::Bind { what, addr, source })
-    };
     // TLS material first: a bad certificate must fail before any socket is bound.
-    let tls = match (&config.tls, config.proxy.tls_listen) {
-        (Some(tls), Some(addr)) => Some((
-            crate::proxy::tls::server_config(tls).map_err(AppError::Tls)?,
-            addr,
-        )),
+    let tls = match &config.tls {
+        Some(tls) if config.proxy.tls_listen.is_some() => {
+            Some(crate::proxy::tls::server_config(tls).map_err(AppError::Tls)?)
+        }
         _ => None,
     };
-    let proxy_listener = bind("the proxy listener", config.proxy.listen).await?;
-    let admin_listener = bind("the admin listener", config.admin.listen).await?;
-    let proxy_addr = local_addr(&proxy_listener, config.proxy.listen);
-    let admin_addr = local_addr(&admin_listener, config.admin.listen);
-    let (tls_listener, tls_addr) = match &tls {
-        Some((_, addr)) => {
-            let listener = bind("the TLS proxy listener", *addr).await?;
-            let bound = local_addr(&listener, *addr);
-            (Some(listener), Some(bound))
-        }
-        None => (None, None),
-    };
-
-    let output = match (&config.log.path, opts.log_tap_only) {
-        (_, true) => access_log::Output::TapOnly,
-        (Some(p), false) => access_log::Output::File(p),
-        (None, false) => access_log::Output::Stdout,
-    };
-    let (log, writer) =
-        access_log::open(output, metrics.clone(), opts.log_tap).map_err(|source| {
-            AppError::Log {
-                path: config.log.path.clone().unwrap_or_else(|| "stdout".into()),
-                source,
-            }
-        })?;
+    let listeners = Listeners::bind(&config).await?;
+    let (log, writer) = open_log(&config, &opts, &metrics)?;
     let resolver = Resolver::new(&config.dns)?;
     let policy = Arc::new(Policy::new(config.clone()));
     metrics.last_reload_success.set(unix_now());
     let state = Arc::new(State::new(policy, resolver, metrics.clone(), log));
-    if let Some((server_config, _)) = tls {
+    if let Some(server_config) = tls {
         state.set_tls(server_config);
     }
 
@@ -135,7 +106,7 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
     let tracker = Arc::new(Tracker::default());
     let mut tasks = vec![
         tokio::spawn(proxy::serve(
-            proxy_listener,
+            listeners.proxy,
             state.clone(),
             tracker.clone(),
             stop_rx.clone(),
@@ -143,7 +114,7 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
         )),
         // The admin listener outlives the drain, so /readyz can say 503 during it.
         tokio::spawn(crate::admin::serve(
-            admin_listener,
+            listeners.admin,
             metrics,
             ready.clone(),
             kill_rx.clone(),
@@ -154,7 +125,7 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
             stop_rx.clone(),
         )),
     ];
-    if let Some(listener) = tls_listener {
+    if let Some(listener) = listeners.tls {
         tasks.push(tokio::spawn(proxy::tls::serve(
             listener,
             state.clone(),
@@ -164,11 +135,12 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
         )));
     }
     ready.store(true, Ordering::Release);
-    tracing::info!(proxy = %proxy_addr, tls = ?tls_addr, admin = %admin_addr, agents = config.agents.len(), "sluice is serving");
+    let Addrs { proxy, tls, admin } = listeners.addrs;
+    tracing::info!(proxy = %proxy, tls = ?tls, admin = %admin, agents = config.agents.len(), "sluice is serving");
     Ok(Running {
-        proxy_addr,
-        tls_addr,
-        admin_addr,
+        proxy_addr: proxy,
+        tls_addr: tls,
+        admin_addr: admin,
         state,
         stop,
         kill,
@@ -176,6 +148,73 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
         tracker,
         tasks,
         writer,
+    })
+}
+
+/// The sockets sluice serves on, bound before anything is spawned.
+struct Listeners {
+    proxy: TcpListener,
+    admin: TcpListener,
+    /// Present when `proxy.tls_listen` is set.
+    tls: Option<TcpListener>,
+    addrs: Addrs,
+}
+
+/// Where the listeners ended up (port 0 in the config means any port).
+struct Addrs {
+    proxy: SocketAddr,
+    tls: Option<SocketAddr>,
+    admin: SocketAddr,
+}
+
+impl Listeners {
+    async fn bind(config: &Config) -> Result<Listeners, AppError> {
+        let bind = |what: &'static str, addr: SocketAddr| async move {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| AppError::Bind { what, addr, source })?;
+            let bound = local_addr(&listener, addr);
+            Ok::<_, AppError>((listener, bound))
+        };
+        let (proxy, proxy_addr) = bind("the proxy listener", config.proxy.listen).await?;
+        let (admin, admin_addr) = bind("the admin listener", config.admin.listen).await?;
+        let (tls, tls_addr) = match config.proxy.tls_listen {
+            Some(addr) if config.tls.is_some() => {
+                let (listener, bound) = bind("the TLS proxy listener", addr).await?;
+                (Some(listener), Some(bound))
+            }
+            _ => (None, None),
+        };
+        Ok(Listeners {
+            proxy,
+            admin,
+            tls,
+            addrs: Addrs {
+                proxy: proxy_addr,
+                tls: tls_addr,
+                admin: admin_addr,
+            },
+        })
+    }
+}
+
+/// Opens the access log where the config (or a test) says, and starts its
+/// writer.
+fn open_log(
+    config: &Config,
+    opts: &Options,
+    metrics: &Metrics,
+) -> Result<(access_log::Sink, access_log::Writer), AppError> {
+    let output = match (&config.log.path, opts.log_tap_only) {
+        (_, true) => access_log::Output::TapOnly,
+        (Some(p), false) => access_log::Output::File(p),
+        (None, false) => access_log::Output::Stdout,
+    };
+    access_log::open(output, metrics.clone(), opts.log_tap.clone()).map_err(|source| {
+        AppError::Log {
+            path: config.log.path.clone().unwrap_or_else(|| "stdout".into()),
+            source,
+        }
     })
 }
 
