@@ -136,54 +136,10 @@ pub async fn explain(
             .by_source(*ip)
             .ok_or(ExplainError::NoAgentForSource(*ip))?,
     };
-    let agent = policy.agent(id);
-    let decision = policy.decide(id, &host, port, SystemTime::now());
-    let rule_at = decision
-        .rule
-        .as_deref()
-        .and_then(|r| locate(&policy.config, id, r, &decision.verdict));
-    let host_text = match &host {
-        Host::Name(n) => n.as_str().to_owned(),
-        Host::Ip(ip) => ip.to_string(),
-    };
-    let mut e = Explanation {
-        agent: agent.name.to_string(),
-        host: host_text,
-        port,
-        decision: "allow",
-        reason: None,
-        rule: decision.rule.as_deref().map(str::to_owned),
-        rule_at,
-        why: String::new(),
-        resolved: false,
-        addresses: Vec::new(),
-        dns_error: None,
-    };
-    match decision.verdict {
-        Verdict::Allow => e.why = "an allow rule matches".to_owned(),
-        Verdict::Report(r) | Verdict::Deny(r) => {
-            e.decision = if matches!(decision.verdict, Verdict::Deny(_)) {
-                "deny"
-            } else {
-                "report"
-            };
-            e.reason = Some(r.as_str());
-            e.why = match r {
-                crate::policy::DenyReason::DeniedByRule => {
-                    "a deny rule matches (deny wins over allow)".to_owned()
-                }
-                _ => "no allow rule matches this host and port".to_owned(),
-            };
-            if e.decision == "report" {
-                e.why.push_str(
-                    "; the agent is in report mode, so it would be let through and logged",
-                );
-            }
-            if e.decision == "deny" {
-                // Like the proxy: a refused name is never resolved.
-                return Ok(e);
-            }
-        }
+    let mut e = decide(&policy, id, &host, port);
+    if e.decision == "deny" {
+        // Like the proxy: a refused name is never resolved.
+        return Ok(e);
     }
     let ips = match &host {
         Host::Ip(ip) => vec![*ip],
@@ -217,6 +173,53 @@ pub async fn explain(
         e.why = "every address is forbidden (denied in every mode)".to_owned();
     }
     Ok(e)
+}
+
+/// The rules' verdict on `host:port` for the agent, with the rule that
+/// decided it and where that rule is in the file.
+fn decide(policy: &Policy, id: AgentId, host: &Host, port: u16) -> Explanation {
+    let decision = policy.decide(id, host, port, SystemTime::now());
+    let rule_at = decision
+        .rule
+        .as_deref()
+        .and_then(|r| locate(&policy.config, id, r, &decision.verdict));
+    let host_text = match host {
+        Host::Name(n) => n.as_str().to_owned(),
+        Host::Ip(ip) => ip.to_string(),
+    };
+    let (decision_text, reason, why) = match decision.verdict {
+        Verdict::Allow => ("allow", None, "an allow rule matches".to_owned()),
+        Verdict::Report(r) | Verdict::Deny(r) => {
+            let mut why = match r {
+                crate::policy::DenyReason::DeniedByRule => {
+                    "a deny rule matches (deny wins over allow)".to_owned()
+                }
+                _ => "no allow rule matches this host and port".to_owned(),
+            };
+            let text = if matches!(decision.verdict, Verdict::Deny(_)) {
+                "deny"
+            } else {
+                why.push_str(
+                    "; the agent is in report mode, so it would be let through and logged",
+                );
+                "report"
+            };
+            (text, Some(r.as_str()), why)
+        }
+    };
+    Explanation {
+        agent: policy.agent(id).name.to_string(),
+        host: host_text,
+        port,
+        decision: decision_text,
+        reason,
+        rule: decision.rule.as_deref().map(str::to_owned),
+        rule_at,
+        why,
+        resolved: false,
+        addresses: Vec::new(),
+        dns_error: None,
+    }
 }
 
 fn locate(config: &Config, id: AgentId, rule: &str, verdict: &Verdict) -> Option<String> {
