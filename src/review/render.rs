@@ -118,6 +118,21 @@ fn write_agent(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
     if a.in_config == Some(false) {
         writeln!(out, "\n_Not in the configuration._")?;
     }
+    write_reached(a, out)?;
+    write_refused(a, out)?;
+    if let Some(new) = &a.new_since_baseline {
+        writeln!(out, "\n### New since the baseline ({})\n", new.len())?;
+        let rows = new
+            .iter()
+            .map(|n| vec![n.destination.clone(), n.kind.clone(), n.count.to_string()]);
+        table(out, "| destination | kind | count |\n|---|---|--:|", rows)?;
+    }
+    write_rule_health(a, out)?;
+    write_suggestions(a, out)
+}
+
+/// Where the agent went, with traffic and first and last sighting.
+fn write_reached(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "\n### Reached destinations ({})\n", a.reached.len())?;
     let rows = a.reached.iter().map(|d| {
         let reported = if d.reported > 0 {
@@ -137,6 +152,11 @@ fn write_agent(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
     });
     let head = "| destination | requests | in report mode | bytes up | bytes down | first seen | last seen |\n|---|--:|--:|--:|--:|---|---|";
     table(out, head, rows)?;
+    Ok(())
+}
+
+/// What was refused, would be refused in enforce mode, or failed.
+fn write_refused(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
     if !a.would_deny.is_empty() {
         writeln!(
             out,
@@ -155,13 +175,11 @@ fn write_agent(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
         )?;
         refused_table(out, &a.errors)?;
     }
-    if let Some(new) = &a.new_since_baseline {
-        writeln!(out, "\n### New since the baseline ({})\n", new.len())?;
-        let rows = new
-            .iter()
-            .map(|n| vec![n.destination.clone(), n.kind.clone(), n.count.to_string()]);
-        table(out, "| destination | kind | count |\n|---|---|--:|", rows)?;
-    }
+    Ok(())
+}
+
+/// Allow rules that matched nothing, and rules expired or about to.
+fn write_rule_health(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
     if let Some(unused) = &a.unused_rules {
         writeln!(
             out,
@@ -204,7 +222,7 @@ fn write_agent(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
             rows,
         )?;
     }
-    write_suggestions(a, out)
+    Ok(())
 }
 
 fn write_suggestions(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {

@@ -35,58 +35,7 @@ pub(super) fn suggest(
     ctx: &AgentContext<'_>,
 ) -> (Vec<Suggestion>, Vec<NotSuggested>) {
     let mut not_suggested = Vec::new();
-    // (registrable domain, ":port" or "") → names under it.
-    let mut groups: BTreeMap<(String, String), Vec<Candidate>> = BTreeMap::new();
-    let rows = denied
-        .iter()
-        .map(|r| (r, false))
-        .chain(would_deny.iter().map(|r| (r, true)));
-    for (row, reported) in rows {
-        let Some(&count) = row.reasons.get(SUGGESTIBLE_REASON) else {
-            continue;
-        };
-        let Some(host) = row.host.as_deref() else {
-            continue;
-        };
-        let skip = |why: &str| NotSuggested {
-            destination: row.destination.clone(),
-            count,
-            why: why.to_owned(),
-        };
-        let name = match Host::parse(host) {
-            Ok(Host::Name(name)) => name,
-            Ok(Host::Ip(_)) => {
-                not_suggested.push(skip("ip_literal"));
-                continue;
-            }
-            Err(_) => {
-                not_suggested.push(skip("invalid_name"));
-                continue;
-            }
-        };
-        let name = name.as_str();
-        let Some(domain) = psl::domain_str(name).filter(|_| psl::suffix_str(name) != Some(name))
-        else {
-            not_suggested.push(skip("public_suffix"));
-            continue;
-        };
-        let port = match row.port {
-            Some(p) if !ctx.ports.contains(&p) => format!(":{p}"),
-            _ => String::new(),
-        };
-        let names = groups.entry((domain.to_owned(), port)).or_default();
-        match names.iter_mut().find(|c| c.name == name) {
-            Some(c) => {
-                c.count += count;
-                c.reported += if reported { count } else { 0 };
-            }
-            None => names.push(Candidate {
-                name: name.to_owned(),
-                count,
-                reported: if reported { count } else { 0 },
-            }),
-        }
-    }
+    let groups = group(denied, would_deny, ctx, &mut not_suggested);
     let mut suggestions = Vec::new();
     for ((domain, port), mut names) in groups {
         names.sort_by(|a, b| a.name.cmp(&b.name));
@@ -127,6 +76,74 @@ pub(super) fn suggest(
             .then_with(|| a.destination.cmp(&b.destination))
     });
     (suggestions, not_suggested)
+}
+
+/// The refused names that an allow rule could cover, grouped by registrable
+/// domain and port (`":port"`, or `""` for the agent's usual ports); the
+/// rest go to `not_suggested` with the reason.
+fn group(
+    denied: &[Refused],
+    would_deny: &[Refused],
+    ctx: &AgentContext<'_>,
+    not_suggested: &mut Vec<NotSuggested>,
+) -> BTreeMap<(String, String), Vec<Candidate>> {
+    let mut groups: BTreeMap<(String, String), Vec<Candidate>> = BTreeMap::new();
+    let rows = denied
+        .iter()
+        .map(|r| (r, false))
+        .chain(would_deny.iter().map(|r| (r, true)));
+    for (row, reported) in rows {
+        let Some(&count) = row.reasons.get(SUGGESTIBLE_REASON) else {
+            continue;
+        };
+        let Some(host) = row.host.as_deref() else {
+            continue;
+        };
+        let (name, domain) = match registrable(host) {
+            Ok(found) => found,
+            Err(why) => {
+                not_suggested.push(NotSuggested {
+                    destination: row.destination.clone(),
+                    count,
+                    why: why.to_owned(),
+                });
+                continue;
+            }
+        };
+        let port = match row.port {
+            Some(p) if !ctx.ports.contains(&p) => format!(":{p}"),
+            _ => String::new(),
+        };
+        let reported = if reported { count } else { 0 };
+        let names = groups.entry((domain, port)).or_default();
+        match names.iter_mut().find(|c| c.name == name) {
+            Some(c) => {
+                c.count += count;
+                c.reported += reported;
+            }
+            None => names.push(Candidate {
+                name,
+                count,
+                reported,
+            }),
+        }
+    }
+    groups
+}
+
+/// A host's normalised name and its registrable domain, or why no rule
+/// should be suggested for it.
+fn registrable(host: &str) -> Result<(String, String), &'static str> {
+    let name = match Host::parse(host) {
+        Ok(Host::Name(name)) => name,
+        Ok(Host::Ip(_)) => return Err("ip_literal"),
+        Err(_) => return Err("invalid_name"),
+    };
+    let name = name.as_str();
+    match psl::domain_str(name).filter(|_| psl::suffix_str(name) != Some(name)) {
+        Some(domain) => Ok((name.to_owned(), domain.to_owned())),
+        None => Err("public_suffix"),
+    }
 }
 
 /// The patch entry's `reason`, e.g. "seen 12 times, denied as not_allowed".
