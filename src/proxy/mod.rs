@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use prometheus::IntGauge;
 use rustls::ServerConfig;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -113,7 +114,10 @@ pub struct Tracker {
 #[derive(Debug)]
 pub struct Slot {
     tracker: Arc<Tracker>,
-    metrics: Metrics,
+    /// `sluice_connections_active`, the one series a slot touches (the
+    /// whole `Metrics` would be a dozen reference counts per connection,
+    /// and a dozen words in every connection's task).
+    active: IntGauge,
 }
 
 impl Tracker {
@@ -135,7 +139,7 @@ impl Tracker {
         metrics.connections_active.inc();
         Some(Slot {
             tracker: self.clone(),
-            metrics: metrics.clone(),
+            active: metrics.connections_active.clone(),
         })
     }
 
@@ -158,7 +162,7 @@ impl Tracker {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.metrics.connections_active.dec();
+        self.active.dec();
         if self.tracker.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.tracker.idle.notify_waiters();
         }
