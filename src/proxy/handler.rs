@@ -206,7 +206,10 @@ impl<S: ClientIo> Conn<S> {
                     self.tunnel(policy, admitted, log).await;
                     false
                 }
-                Kind::Forward { .. } => self.forward(policy, &head, admitted, log).await,
+                // Boxed: the exchange's future is the largest state of a
+                // connection's task, and unboxed it would size every
+                // connection, idle tunnels included, by that much.
+                Kind::Forward { .. } => Box::pin(self.forward(policy, &head, admitted, log)).await,
             },
         }
     }
