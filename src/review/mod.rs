@@ -21,6 +21,7 @@ mod read;
 mod render;
 mod report;
 mod suggest;
+mod tally;
 
 #[cfg(test)]
 mod tests;
@@ -32,7 +33,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use read::Tally;
+use tally::Tally;
 
 /// What `sluice review` was asked to do.
 #[derive(Debug, Clone)]

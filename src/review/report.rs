@@ -13,8 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use super::read::{AgentTally, FileStats, Reach, Refusal, Tally};
+use super::read::FileStats;
 use super::suggest::{patch, suggest};
+use super::tally::{AgentTally, Reach, Refusal, Tally};
 use super::{
     AgentReport, AgentRules, DEFAULT_PORTS, ExpiringRule, FileReport, NewDestination, Options,
     Period, Reached, Refused, Report, ReviewError, RuleInfo, RuleReport, SCHEMA, Skipped,
