@@ -8,6 +8,7 @@
 //! sluice, the client and the origin agree on where each message ends.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -39,10 +40,11 @@ pub struct Forwarded {
 /// Why a forward failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
-    /// The client's request body was malformed (nothing sent back yet
-    /// unless `responded`).
-    #[error("request body: {0}")]
-    ClientBody(&'static str),
+    /// The client's request body was malformed, cut short or stalled.
+    /// Unless the origin's final response had started reaching the client
+    /// (`responded`), the client can still be told so with a 400.
+    #[error("request body: {why}")]
+    ClientBody { why: &'static str, responded: bool },
     /// The origin failed or sent something unusable before any response
     /// byte reached the client: answer 502.
     #[error("upstream: {0}")]
@@ -125,6 +127,9 @@ where
     let (request_head, body) = (&msg.head, msg.body);
     let (is_head, client_wants_close) = (msg.is_head, msg.client_wants_close);
     let (mut ur, mut uw) = upstream.split();
+    // Set once the final response starts towards the client: from then on
+    // a failure of the request body can only close the connection.
+    let responded = AtomicBool::new(false);
 
     let up = async {
         let sent = relay_body(&mut cr, cbuf, &mut uw, body, idle, request_head).await;
@@ -136,6 +141,7 @@ where
         let close = client_wants_close || framing == Framing::Close;
         let out = rewrite_response(&resp, close);
         bytes += out.len() as u64;
+        responded.store(true, Ordering::Relaxed);
         let n = relay_body(&mut ur, ubuf, &mut cw, framing, idle, &out)
             .await
             .map_err(|e| ForwardError::Broken(e.to_string()))?;
@@ -147,7 +153,16 @@ where
         Ok::<_, ForwardError>((resp.status, bytes, !close, upstream_ok))
     };
     let ((up_bytes, body_sent), (status, down_bytes, client_ok, upstream_ok)) =
-        tokio::try_join!(up, down)?;
+        match tokio::try_join!(up, down) {
+            Ok(done) => done,
+            Err(ForwardError::ClientBody { why, .. }) => {
+                return Err(ForwardError::ClientBody {
+                    why,
+                    responded: responded.load(Ordering::Relaxed),
+                });
+            }
+            Err(e) => return Err(e),
+        };
     Ok(Forwarded {
         status,
         bytes_up: up_bytes,
@@ -166,14 +181,17 @@ fn request_sent(sent: Result<u64, BodyError>, head_len: u64) -> Result<(u64, boo
         // The origin stopped reading (it may already have answered): the
         // response decides what the client sees.
         Err(BodyError::Write(_)) => Ok((head_len, false)),
-        Err(BodyError::Malformed(m)) => Err(ForwardError::ClientBody(m)),
-        Err(BodyError::Truncated) => Err(ForwardError::ClientBody(
-            "client closed before the end of the body",
-        )),
-        Err(BodyError::Idle) => Err(ForwardError::ClientBody(
-            "client went idle in the middle of the body",
-        )),
-        Err(BodyError::Read(_)) => Err(ForwardError::ClientBody("reading the request body failed")),
+        Err(BodyError::Malformed(m)) => Err(client_body(m)),
+        Err(BodyError::Truncated) => Err(client_body("client closed before the end of the body")),
+        Err(BodyError::Idle) => Err(client_body("client went idle in the middle of the body")),
+        Err(BodyError::Read(_)) => Err(client_body("reading the request body failed")),
+    }
+}
+
+fn client_body(why: &'static str) -> ForwardError {
+    ForwardError::ClientBody {
+        why,
+        responded: false,
     }
 }
 

@@ -387,10 +387,27 @@ impl<S: ClientIo> Conn<S> {
                 self.refuse_in_place(policy, e, log, None).await;
                 false
             }
-            Err(forward::ForwardError::ClientBody(m)) => {
+            Err(forward::ForwardError::ClientBody {
+                why,
+                responded: false,
+            }) => {
+                // The head (and perhaps part of the body) may have gone
+                // upstream, but nothing has come back to the client: it can
+                // be told why. The upstream, holding a partial request, is
+                // closed first, not kept through the refusal's linger.
+                drop(up);
+                tracing::debug!(peer = %self.peer, "bad request body: {why}");
+                self.refuse_in_place(policy, ProxyError::Malformed(why), log, None)
+                    .await;
+                false
+            }
+            Err(forward::ForwardError::ClientBody {
+                why,
+                responded: true,
+            }) => {
                 log.record.decision = "deny";
                 log.record.reason = Some("malformed");
-                tracing::debug!(peer = %self.peer, "bad request body: {m}");
+                tracing::debug!(peer = %self.peer, "bad request body after the response began: {why}");
                 log.finish().await;
                 false
             }

@@ -522,6 +522,92 @@ async fn a_chunked_body_is_streamed_not_buffered() {
     p.shutdown().await;
 }
 
+#[tokio::test]
+async fn a_body_that_turns_malformed_after_the_head_went_upstream_still_gets_400() {
+    let (addr, first_chunk) = chunk_watcher().await;
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let mut p = proxy(&ci(addr.port(), "")).dns(&dns).run().await;
+    let mut s = net::connect_from(CI, p.addr).await;
+    let head = format!(
+        "POST http://api.example.com:{}/up HTTP/1.1\r\nHost: api.example.com:{}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+        addr.port(),
+        addr.port()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), first_chunk)
+        .await
+        .expect("the head and first chunk never reached the origin")
+        .unwrap();
+    // The origin has the head and is waiting for the rest; the next chunk
+    // size is not hex. Nothing has come back yet, so the client hears why.
+    let rsp = net::exchange(&mut s, "zz\r\nsecond\r\n0\r\n\r\n").await;
+    assert_eq!(rsp.status, 400, "{rsp:?}");
+    assert_eq!(
+        rsp.header("proxy-status"),
+        Some("sluice; error=http_request_error")
+    );
+    assert!(
+        rsp.body.starts_with("sluice: malformed request: "),
+        "{}",
+        rsp.body
+    );
+    let log = p.next_log().await;
+    assert_eq!(log["decision"], "deny", "{log}");
+    assert_eq!(log["reason"], "malformed", "{log}");
+    assert_eq!(log["status"], 400, "{log}");
+    p.shutdown().await;
+}
+
+/// An origin that accepts one connection and reports every byte it
+/// received once the connection closes.
+async fn recording_origin() -> (SocketAddr, oneshot::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got).await;
+        let _ = tx.send(got);
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_body_malformed_from_its_first_byte_gets_400_and_nothing_reaches_the_origin() {
+    let (addr, received) = recording_origin().await;
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let mut p = proxy(&ci(addr.port(), "")).dns(&dns).run().await;
+    let mut s = net::connect_from(CI, p.addr).await;
+    let port = addr.port();
+    let raw = format!(
+        "POST http://api.example.com:{port}/up HTTP/1.1\r\nHost: api.example.com:{port}\r\n\
+         Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+    );
+    let rsp = net::exchange(&mut s, &raw).await;
+    assert_eq!(rsp.status, 400, "{rsp:?}");
+    assert!(
+        rsp.body.starts_with("sluice: malformed request: "),
+        "{}",
+        rsp.body
+    );
+    let log = p.next_log().await;
+    assert_eq!(log["reason"], "malformed", "{log}");
+    assert_eq!(log["status"], 400, "{log}");
+    drop(s);
+    let got = tokio::time::timeout(Duration::from_secs(5), received)
+        .await
+        .expect("sluice kept the upstream connection open")
+        .unwrap();
+    assert!(
+        got.is_empty(),
+        "the origin received {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    p.shutdown().await;
+}
+
 /// Reads from `s` until `want` has arrived (or the test times out).
 async fn read_until(s: &mut tokio::net::TcpStream, want: &str) -> String {
     let mut got = Vec::new();
