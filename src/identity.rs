@@ -8,11 +8,11 @@
 //! token into that agent's identity). Not here: what the agent may reach
 //! (policy/).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use base64::Engine as _;
 use ipnet::IpNet;
+use rustc_hash::FxHashMap as HashMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -76,7 +76,8 @@ pub struct Evidence<'a> {
 }
 
 /// Identity indexes compiled from the agents' `sources`, `token_sha256` and
-/// `spiffe_ids`.
+/// `spiffe_ids`. Fx-hashed, as the rule index is (see
+/// [`crate::policy::rules::RuleIndex`]): built from the config only.
 #[derive(Debug, Default)]
 pub struct Identities {
     /// Prefix length (longest first) → network → agent.
@@ -191,7 +192,7 @@ fn insert<K: std::hash::Hash + Eq>(
         Some((_, map)) => {
             map.entry(key).or_insert(id);
         }
-        None => list.push((len, HashMap::from([(key, id)]))),
+        None => list.push((len, HashMap::from_iter([(key, id)]))),
     }
 }
 

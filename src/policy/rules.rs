@@ -5,11 +5,11 @@
 //! Not here: which addresses may be dialled (addrs.rs), who the agent is
 //! (identity.rs).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::SystemTime;
 
 use ipnet::IpNet;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::host::{Host, Name};
 
@@ -195,6 +195,12 @@ struct Entry {
 
 /// One agent's allow or deny list, compiled. `lookup` is O(labels of the
 /// host), independent of the number of rules.
+///
+/// The maps hash with rustc-hash's Fx hasher, not std's SipHash: a decision
+/// makes up to a dozen probes, and SipHash was most of its cost. An unkeyed
+/// hash is safe here because the tables are built from the config alone;
+/// a client picks only the keys looked up, which cannot lengthen any
+/// probe sequence (hash flooding needs control of what is inserted).
 #[derive(Debug, Default)]
 pub struct RuleIndex {
     exact: HashMap<Box<str>, Vec<Entry>>,
@@ -252,7 +258,7 @@ impl RuleIndex {
                     let slot = match ix.nets.iter().position(|(l, v, _)| *l == len && *v == v4) {
                         Some(s) => s,
                         None => {
-                            ix.nets.push((len, v4, HashMap::new()));
+                            ix.nets.push((len, v4, HashMap::default()));
                             ix.nets.len() - 1
                         }
                     };
