@@ -90,7 +90,7 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
         }
         _ => None,
     };
-    let listeners = Listeners::bind(&config).await?;
+    let listeners = Listeners::bind(&config, tls.is_some()).await?;
     let (log, writer) = open_log(&config, &opts, &metrics)?;
     let resolver = Resolver::new(&config.dns)?;
     let policy = Arc::new(Policy::new(config.clone()));
@@ -168,7 +168,9 @@ struct Addrs {
 }
 
 impl Listeners {
-    async fn bind(config: &Config) -> Result<Listeners, AppError> {
+    /// Binds the proxy and admin listeners, and the TLS listener when
+    /// `with_tls` (its server configuration was built).
+    async fn bind(config: &Config, with_tls: bool) -> Result<Listeners, AppError> {
         let bind = |what: &'static str, addr: SocketAddr| async move {
             let listener = TcpListener::bind(addr)
                 .await
@@ -179,7 +181,7 @@ impl Listeners {
         let (proxy, proxy_addr) = bind("the proxy listener", config.proxy.listen).await?;
         let (admin, admin_addr) = bind("the admin listener", config.admin.listen).await?;
         let (tls, tls_addr) = match config.proxy.tls_listen {
-            Some(addr) if config.tls.is_some() => {
+            Some(addr) if with_tls => {
                 let (listener, bound) = bind("the TLS proxy listener", addr).await?;
                 (Some(listener), Some(bound))
             }

@@ -402,8 +402,10 @@ impl<S: ClientIo> Conn<S> {
                 why,
                 responded: true,
             }) => {
-                log.record.decision = "deny";
-                log.record.reason = Some("malformed");
+                // Logged as the refusal it would have been; only closing is left.
+                let e = ProxyError::Malformed(why);
+                log.record.decision = e.decision();
+                log.record.reason = Some(e.reason());
                 tracing::debug!(peer = %self.peer, "bad request body after the response began: {why}");
                 log.finish().await;
                 false

@@ -485,24 +485,30 @@ async fn chunk_watcher() -> (SocketAddr, oneshot::Receiver<()>) {
     (addr, rx)
 }
 
-#[tokio::test]
-async fn a_chunked_body_is_streamed_not_buffered() {
+/// sluice in front of [`chunk_watcher`], and a client connection whose
+/// request head and first chunk (`5\r\nfirst\r\n`) have reached the
+/// origin before the client sends anything more.
+async fn first_chunk_at_origin() -> (DnsServer, Proxy, tokio::net::TcpStream) {
     let (addr, first_chunk) = chunk_watcher().await;
     let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
-    let mut p = proxy(&ci(addr.port(), "")).dns(&dns).run().await;
+    let p = proxy(&ci(addr.port(), "")).dns(&dns).run().await;
     let mut s = net::connect_from(CI, p.addr).await;
+    let port = addr.port();
     let head = format!(
-        "POST http://api.example.com:{}/up HTTP/1.1\r\nHost: api.example.com:{}\r\n\
-         Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
-        addr.port(),
-        addr.port()
+        "POST http://api.example.com:{port}/up HTTP/1.1\r\nHost: api.example.com:{port}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n"
     );
     s.write_all(head.as_bytes()).await.unwrap();
-    // The origin must see the first chunk before the client sends the rest.
     tokio::time::timeout(Duration::from_secs(2), first_chunk)
         .await
         .expect("the first chunk never reached the origin: the body was buffered")
         .unwrap();
+    (dns, p, s)
+}
+
+#[tokio::test]
+async fn a_chunked_body_is_streamed_not_buffered() {
+    let (_dns, mut p, mut s) = first_chunk_at_origin().await;
     let rsp = net::exchange(&mut s, "6\r\nsecond\r\n0\r\n\r\n").await;
     assert_eq!(rsp.status, 200, "{rsp:?}");
     assert!(
@@ -524,21 +530,7 @@ async fn a_chunked_body_is_streamed_not_buffered() {
 
 #[tokio::test]
 async fn a_body_that_turns_malformed_after_the_head_went_upstream_still_gets_400() {
-    let (addr, first_chunk) = chunk_watcher().await;
-    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
-    let mut p = proxy(&ci(addr.port(), "")).dns(&dns).run().await;
-    let mut s = net::connect_from(CI, p.addr).await;
-    let head = format!(
-        "POST http://api.example.com:{}/up HTTP/1.1\r\nHost: api.example.com:{}\r\n\
-         Transfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n",
-        addr.port(),
-        addr.port()
-    );
-    s.write_all(head.as_bytes()).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(2), first_chunk)
-        .await
-        .expect("the head and first chunk never reached the origin")
-        .unwrap();
+    let (_dns, mut p, mut s) = first_chunk_at_origin().await;
     // The origin has the head and is waiting for the rest; the next chunk
     // size is not hex. Nothing has come back yet, so the client hears why.
     let rsp = net::exchange(&mut s, "zz\r\nsecond\r\n0\r\n\r\n").await;
