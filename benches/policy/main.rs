@@ -21,165 +21,39 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ipnet::IpNet;
-use sha2::{Digest, Sha256};
 use sluice::config::Config;
 use sluice::host::Host;
 use sluice::identity::Evidence;
 use sluice::policy::{Policy, Verdict, addrs};
 use sluice::telemetry::access_log::Record;
 
-/// Agents in the large configuration.
-const AGENTS: usize = 1000;
-/// Rules per agent in the large configuration: 1,000 × 100 = 100,000.
-const RULES_PER_AGENT: usize = 100;
-/// The agent the large-config benchmarks act as: one in the middle, so
-/// nothing depends on it being first or last.
-const AGENT: usize = 777;
-
-/// Forms in the rule cycle: exact (every other one with `:8443`), `*.x`,
-/// `.x`, `a.*.x`, CIDR with port.
-const FORMS: usize = 5;
-
-/// Rule `j` of agent `i`: the forms in turn, every name distinct.
-fn rule(i: usize, j: usize) -> String {
-    match j % FORMS {
-        0 if j % (2 * FORMS) == 0 => format!("host{j}.agent{i}.example.com"),
-        0 => format!("host{j}.agent{i}.example.com:8443"),
-        1 => format!("*.sub{j}.agent{i}.example.net"),
-        2 => format!(".dom{j}.agent{i}.example.org"),
-        3 => format!("api{j}.*.agent{i}.example.io"),
-        _ => format!("11.{}.{}.0/24:5432", (j >> 8) & 255, j & 255),
-    }
-}
-
-/// A configuration of `agents` agents with `rules` rules each, identified by
-/// source range and by token. The first [`FORMS`] rules of each agent are
-/// deny rules (one of each form), the rest allow rules, so that a small and
-/// a large configuration exercise the same index tables and differ only in
-/// how full they are.
-fn config_toml(agents: usize, rules: usize) -> String {
-    let mut out = String::from("[egress]\nports = [80, 443]\n");
-    for i in 0..agents {
-        let allow: Vec<String> = (FORMS..rules)
-            .map(|j| format!("{:?}", rule(i, j)))
-            .collect();
-        let deny: Vec<String> = (0..FORMS).map(|j| format!("{:?}", rule(i, j))).collect();
-        out.push_str(&format!(
-            "\n[[agent]]\nname = \"agent{i}\"\nsources = [\"10.{}.{}.0/24\"]\ntoken_sha256 = [\"{}\"]\nallow = [{}]\ndeny = [{}]\n",
-            i >> 8,
-            i & 255,
-            hex_sha256(&format!("token-{i}")),
-            allow.join(", "),
-            deny.join(", "),
-        ));
-    }
-    out
-}
-
-fn hex_sha256(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn load(toml: &str) -> Policy {
-    let config = Config::from_toml(toml, Path::new("bench.toml"))
-        .unwrap_or_else(|e| panic!("generated config is invalid: {e}"));
-    Policy::new(Arc::new(config))
-}
-
-/// A destination and the verdict it must get, checked once before timing.
-struct Case {
-    label: &'static str,
-    host: Host,
-    port: u16,
-    allowed: bool,
-}
-
-fn cases(agent: usize, rules: usize) -> Vec<Case> {
-    let host = |s: String| Host::parse(&s).unwrap_or_else(|e| panic!("{s}: {e}"));
-    // The last rule of each form: an allow rule (the deny ones come first).
-    let last = |form: usize| {
-        (FORMS..rules)
-            .rev()
-            .find(|j| j % FORMS == form)
-            .unwrap_or(form)
-    };
-    let exact = last(0);
-    vec![
-        Case {
-            label: "hit_exact",
-            host: host(format!("host{exact}.agent{agent}.example.com")),
-            port: if exact % (2 * FORMS) == 0 { 443 } else { 8443 },
-            allowed: true,
-        },
-        Case {
-            label: "hit_one_label",
-            host: host(format!("api{}.eu-west-1.agent{agent}.example.io", last(3))),
-            port: 443,
-            allowed: true,
-        },
-        Case {
-            label: "hit_subdomain_deep",
-            host: host(format!("a.b.c.sub{}.agent{agent}.example.net", last(1))),
-            port: 443,
-            allowed: true,
-        },
-        Case {
-            label: "hit_cidr",
-            host: host(format!("11.{}.{}.9", (last(4) >> 8) & 255, last(4) & 255)),
-            port: 5432,
-            allowed: true,
-        },
-        Case {
-            label: "miss_name",
-            host: host("a.b.c.not-allowed.example.com".to_owned()),
-            port: 443,
-            allowed: false,
-        },
-        Case {
-            label: "miss_ip",
-            host: host("93.184.215.14".to_owned()),
-            port: 443,
-            allowed: false,
-        },
-    ]
-}
+mod rules;
+use rules::{AGENT, AGENTS, RULES_PER_AGENT, config_toml, load};
 
 fn bench_decide(c: &mut Criterion) {
     let now = SystemTime::now();
-    let small = (load(&config_toml(1, 10)), 0, 10, "10_rules");
-    let medium = (load(&config_toml(1, 10_000)), 0, 10_000, "10k_rules");
-    let large = (
-        load(&config_toml(AGENTS, RULES_PER_AGENT)),
-        AGENT,
-        RULES_PER_AGENT,
-        "100k_rules",
-    );
-    // The same 100,000 rules held by one agent: the worst case for the index.
-    let single = (
-        load(&config_toml(1, 100_000)),
-        0,
-        100_000,
-        "100k_rules_one_agent",
-    );
+    let sizes = rules::sizes();
     let mut group = c.benchmark_group("decide");
     // Case by case, each across every size: the sizes being compared are
     // measured a few seconds apart, so a shared host's slow spells (which
-    // last minutes) land on all of them or none.
-    for i in 0..cases(0, 10).len() {
-        for (policy, agent, rules, size) in [&small, &medium, &large, &single] {
-            let case = cases(*agent, *rules).swap_remove(i);
-            let d = policy.decide(*agent, &case.host, case.port, now);
+    // last minutes) land on all of them or none. `benches/decide_scaling.rs`
+    // goes further and alternates the sizes every millisecond.
+    for i in 0..rules::cases(0, 10).len() {
+        for size in &sizes {
+            let case = rules::cases(size.agent, size.rules).swap_remove(i);
+            let d = size.policy.decide(size.agent, &case.host, case.port, now);
             assert_eq!(
                 d.verdict == Verdict::Allow,
                 case.allowed,
-                "{size} {}: {d:?}",
+                "{} {}: {d:?}",
+                size.label,
                 case.label
             );
-            group.bench_function(BenchmarkId::new(case.label, size), |b| {
-                b.iter(|| policy.decide(black_box(*agent), black_box(&case.host), case.port, now));
+            group.bench_function(BenchmarkId::new(case.label, size.label), |b| {
+                b.iter(|| {
+                    size.policy
+                        .decide(black_box(size.agent), black_box(&case.host), case.port, now)
+                });
             });
         }
     }
