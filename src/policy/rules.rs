@@ -194,23 +194,52 @@ struct Entry {
 }
 
 /// One agent's allow or deny list, compiled. `lookup` is O(labels of the
-/// host), independent of the number of rules.
+/// host), independent of the number of rules: it probes one table once per
+/// label suffix of the name ("a.b.c", "b.c", "c"), and every rule form that
+/// could match hangs off the name it mentions.
 ///
-/// The maps hash with rustc-hash's Fx hasher, not std's SipHash: a decision
-/// makes up to a dozen probes, and SipHash was most of its cost. An unkeyed
-/// hash is safe here because the tables are built from the config alone;
-/// a client picks only the keys looked up, which cannot lengthen any
-/// probe sequence (hash flooding needs control of what is inserted).
+/// The maps hash with rustc-hash's Fx hasher, not std's SipHash: SipHash
+/// was most of a decision's cost. An unkeyed hash is safe here because the
+/// tables are built from the config alone; a client picks only the keys
+/// looked up, which cannot lengthen any probe sequence (hash flooding
+/// needs control of what is inserted).
 #[derive(Debug, Default)]
 pub struct RuleIndex {
-    exact: HashMap<Box<str>, Vec<Entry>>,
-    subdomains: HashMap<Box<str>, Vec<Entry>>,
-    domains: HashMap<Box<str>, Vec<Entry>>,
-    /// suffix → prefix → entries, for `prefix.*.suffix`.
-    one_label: HashMap<Box<str>, HashMap<Box<str>, Vec<Entry>>>,
+    /// The name in each name rule (for `prefix.*.suffix`, the suffix) →
+    /// the rules that mention it.
+    names: HashMap<Box<str>, Node>,
     /// Prefix length → network address → entries. Few distinct lengths in
     /// practice, so a lookup is a few hash probes.
     nets: Vec<(u8, bool, HashMap<IpAddr, Vec<Entry>>)>,
+}
+
+/// The rules that mention one name.
+#[derive(Debug, Default)]
+struct Node {
+    /// `name`, `*.name` and `.name` rules, each with its form.
+    entries: Vec<(Form, Entry)>,
+    /// `prefix.*.name` rules, by prefix. Rare, hence boxed.
+    one_label: Option<Box<HashMap<Box<str>, Vec<Entry>>>>,
+}
+
+/// How a rule naming `n` matches: `n` itself, names below it, or both.
+#[derive(Debug, Clone, Copy)]
+enum Form {
+    Exact,
+    Subdomains,
+    Domain,
+}
+
+impl Form {
+    /// Whether the rule matches a host that is `n` itself (`whole`) or
+    /// one below it.
+    fn reaches(self, whole: bool) -> bool {
+        match self {
+            Form::Exact => whole,
+            Form::Subdomains => !whole,
+            Form::Domain => true,
+        }
+    }
 }
 
 /// The facts a lookup needs besides the host.
@@ -241,16 +270,15 @@ impl RuleIndex {
                 },
                 expires: expires.map(epoch_secs),
             };
-            let key = |n: &Name| Box::<str>::from(n.as_str());
             match &spec.pattern {
-                Pattern::Exact(n) => ix.exact.entry(key(n)).or_default().push(entry),
-                Pattern::Subdomains(n) => ix.subdomains.entry(key(n)).or_default().push(entry),
-                Pattern::Domain(n) => ix.domains.entry(key(n)).or_default().push(entry),
+                Pattern::Exact(n) => ix.node(n).entries.push((Form::Exact, entry)),
+                Pattern::Subdomains(n) => ix.node(n).entries.push((Form::Subdomains, entry)),
+                Pattern::Domain(n) => ix.node(n).entries.push((Form::Domain, entry)),
                 Pattern::OneLabel { prefix, suffix } => ix
+                    .node(suffix)
                     .one_label
-                    .entry(key(suffix))
-                    .or_default()
-                    .entry(key(prefix))
+                    .get_or_insert_default()
+                    .entry(Box::from(prefix.as_str()))
                     .or_default()
                     .push(entry),
                 Pattern::Net(net) => {
@@ -280,11 +308,8 @@ impl RuleIndex {
     /// and the query's port, if any.
     pub fn lookup(&self, host: &Host, q: &Query<'_>) -> Option<u32> {
         let mut best: Option<u32> = None;
-        let mut consider = |entries: Option<&Vec<Entry>>| {
-            for e in entries.into_iter().flatten() {
-                if best.is_some_and(|b| b <= e.index) || !e.admits(q) {
-                    continue;
-                }
+        let mut consider = |e: &Entry| {
+            if best.is_none_or(|b| e.index < b) && e.admits(q) {
                 best = Some(e.index);
             }
         };
@@ -296,46 +321,56 @@ impl RuleIndex {
                         continue;
                     }
                     if let Ok(net) = IpNet::new(ip, *len) {
-                        consider(map.get(&net.network()));
+                        map.get(&net.network())
+                            .into_iter()
+                            .flatten()
+                            .for_each(&mut consider);
                     }
                 }
             }
+            Host::Name(_) if self.names.is_empty() => {}
             Host::Name(name) => {
                 let h = name.as_str();
-                consider(self.exact.get(h));
-                consider(self.domains.get(h));
-                // Every proper suffix at a label boundary: "a.b.c" → "b.c", "c".
-                let mut rest = h;
-                let mut start = 0;
-                while let Some(dot) = rest.find('.') {
-                    let label_end = start + dot;
-                    let suffix = &h[label_end + 1..];
-                    consider(self.subdomains.get(suffix));
-                    consider(self.domains.get(suffix));
-                    // `prefix.*.suffix`: the label after this dot is the wildcard.
-                    if !self.one_label.is_empty() {
-                        let prefix = &h[..label_end];
-                        if let Some(dot2) = suffix.find('.') {
-                            if let Some(by_prefix) = self.one_label.get(&suffix[dot2 + 1..]) {
-                                consider(by_prefix.get(prefix));
+                // Each suffix at a label boundary, the whole name first:
+                // "a.b.c", "b.c", "c". `before` is where the previous
+                // label starts: the wildcard of `prefix.*.suffix`.
+                let (mut start, mut before) = (0, None);
+                loop {
+                    if let Some(node) = self.names.get(&h[start..]) {
+                        for (form, e) in &node.entries {
+                            if form.reaches(start == 0) {
+                                consider(e);
                             }
                         }
+                        // The prefix is all the labels before the wildcard: at least one.
+                        if let (Some(by_prefix), Some(w @ 1..)) = (&node.one_label, before) {
+                            let prefix = &h[..w - 1];
+                            by_prefix
+                                .get(prefix)
+                                .into_iter()
+                                .flatten()
+                                .for_each(&mut consider);
+                        }
                     }
-                    start = label_end + 1;
-                    rest = &h[start..];
+                    let Some(dot) = h[start..].find('.') else {
+                        break;
+                    };
+                    before = Some(start);
+                    start += dot + 1;
                 }
             }
         }
         best
     }
 
-    /// Number of compiled rules, for summaries.
+    /// The node for the name a rule mentions, created on first use.
+    fn node(&mut self, n: &Name) -> &mut Node {
+        self.names.entry(Box::from(n.as_str())).or_default()
+    }
+
+    /// Whether the list has no rules, for summaries.
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty()
-            && self.subdomains.is_empty()
-            && self.domains.is_empty()
-            && self.one_label.is_empty()
-            && self.nets.is_empty()
+        self.names.is_empty() && self.nets.is_empty()
     }
 }
 

@@ -528,3 +528,24 @@ fn empty_index() {
     assert_eq!(ix.lookup(&host("example.com"), &query(443)), None);
     assert!(!index(&["10.0.0.0/8"], true).is_empty());
 }
+
+#[test]
+fn lookup_finds_rules_at_every_depth_of_one_index() {
+    // Rules of three forms at three depths share one table; names between
+    // them (a.example.com, b.example.com) match none.
+    let ix = index(
+        &["example.com", "*.deep.a.example.com", "api.*.b.example.com"],
+        true,
+    );
+    for (dest, want) in [
+        ("x.y.deep.a.example.com", Some(1)),
+        ("api.eu.b.example.com", Some(2)),
+        ("example.com", Some(0)),
+        ("a.example.com", None),
+        ("deep.a.example.com", None),
+        ("x.deep.b.example.com", None),
+        ("api.b.example.com", None),
+    ] {
+        assert_eq!(ix.lookup(&host(dest), &query(443)), want, "{dest}");
+    }
+}
