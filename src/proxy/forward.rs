@@ -7,22 +7,20 @@
 //! fixed-size buffer, with their framing checked (chunked.rs) so that
 //! sluice, the client and the origin agree on where each message ends.
 
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::ClientIo;
-use super::body::{BodyError, READ_CHUNK, relay_body};
+use super::body::{BodyError, relay_body};
 use super::head::Head;
-use super::target::{Framing, Target, parse_length};
+use super::target::{Framing, Target};
 
-/// Largest response head accepted from an origin.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 128;
+mod response;
+use response::{Response, read_response, rewrite_response};
 
 /// A forwarded exchange.
 #[derive(Debug, Default)]
@@ -291,224 +289,4 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// A response head from the origin. The reason phrase and headers are
-/// byte ranges into `raw`, not copies.
-struct Response {
-    raw: BytesMut,
-    status: u16,
-    reason: Range<usize>,
-    /// (name, value) of each header.
-    headers: Vec<(Range<usize>, Range<usize>)>,
-    /// The origin said `Connection: close` (or spoke HTTP/1.0 without keep-alive).
-    close: bool,
-}
-
-/// Reads one response head from the origin into `buf`.
-async fn read_response<R: AsyncRead + Unpin>(
-    r: &mut R,
-    buf: &mut BytesMut,
-    idle: Duration,
-) -> Result<Response, ForwardError> {
-    loop {
-        if let Some(resp) = parse_response(buf)? {
-            return Ok(resp);
-        }
-        buf.reserve(READ_CHUNK);
-        let n = match tokio::time::timeout(idle, r.read_buf(buf)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(ForwardError::Upstream(e.to_string())),
-            Err(_) => {
-                return Err(ForwardError::Upstream(
-                    "no response before the idle timeout".to_owned(),
-                ));
-            }
-        };
-        if n == 0 {
-            return Err(ForwardError::Upstream(
-                "origin closed the connection without a response".to_owned(),
-            ));
-        }
-    }
-}
-
-/// A complete response head at the front of `buf`, split off it; `None`
-/// while the head is still partial.
-fn parse_response(buf: &mut BytesMut) -> Result<Option<Response>, ForwardError> {
-    if buf.is_empty() {
-        return Ok(None);
-    }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let n = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => return Ok(None),
-        Ok(httparse::Status::Partial) => {
-            return Err(ForwardError::Upstream("response head too large".to_owned()));
-        }
-        Err(e) => {
-            return Err(ForwardError::Upstream(format!(
-                "malformed response head: {e}"
-            )));
-        }
-    };
-    let status = resp.code.unwrap_or(0);
-    let version = resp.version.unwrap_or(1);
-    // httparse hands out slices of `buf`: keep where they are.
-    let base = buf.as_ptr() as usize;
-    let at = |part: &[u8]| {
-        (part.as_ptr() as usize)
-            .checked_sub(base)
-            .map(|start| start..start + part.len())
-            .filter(|r| r.end <= n)
-            .unwrap_or(0..0)
-    };
-    let reason = resp.reason.map_or(0..0, |r| at(r.as_bytes()));
-    let headers: Vec<(Range<usize>, Range<usize>)> = resp
-        .headers
-        .iter()
-        .map(|h| (at(h.name.as_bytes()), at(h.value)))
-        .collect();
-    let has = |name: &str, token: &str| {
-        resp.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case(name)
-                && h.value
-                    .split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
-    };
-    let close = has("connection", "close") || (version == 0 && !has("connection", "keep-alive"));
-    Ok(Some(Response {
-        raw: buf.split_to(n),
-        status,
-        reason,
-        headers,
-        close,
-    }))
-}
-
-impl Response {
-    /// RFC 9112 §6.3, strictly: conflicting lengths are the origin's error.
-    fn framing(&self, is_head: bool) -> Result<Framing, ForwardError> {
-        if is_head || self.status == 204 || self.status == 304 {
-            return Ok(Framing::None);
-        }
-        let te: Vec<&[u8]> = self.values("transfer-encoding").collect();
-        if !te.is_empty() {
-            let last = te
-                .last()
-                .and_then(|v| v.split(|&b| b == b',').next_back())
-                .map(<[u8]>::trim_ascii);
-            return Ok(
-                if last.is_some_and(|l| l.eq_ignore_ascii_case(b"chunked")) {
-                    Framing::Chunked
-                } else {
-                    Framing::Close
-                },
-            );
-        }
-        let mut len: Option<u64> = None;
-        for v in self.values("content-length") {
-            let n = parse_length(v)
-                .ok_or_else(|| ForwardError::Upstream("invalid Content-Length".to_owned()))?;
-            if len.is_some_and(|l| l != n) {
-                return Err(ForwardError::Upstream(
-                    "conflicting Content-Length values".to_owned(),
-                ));
-            }
-            len = Some(n);
-        }
-        Ok(match len {
-            Some(0) => Framing::None,
-            Some(n) => Framing::Length(n),
-            None => Framing::Close,
-        })
-    }
-
-    /// Each header as (name, value), in order.
-    fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(n, v)| {
-            // httparse accepted the name as a token: ASCII.
-            let name = std::str::from_utf8(&self.raw[n.clone()]).unwrap_or("");
-            (name, &self.raw[v.clone()])
-        })
-    }
-
-    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    }
-}
-
-fn rewrite_response(resp: &Response, close: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(resp.raw.len() + 32);
-    // httparse accepts only three-digit status codes.
-    let [_, hundreds, tens, ones] = [1000, 100, 10, 1].map(|d| b'0' + (resp.status / d % 10) as u8);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(&[hundreds, tens, ones, b' ']);
-    out.extend_from_slice(&resp.raw[resp.reason.clone()]);
-    out.extend_from_slice(b"\r\n");
-    let tokens = connection_tokens(resp.values("connection"));
-    let chunked = resp.values("transfer-encoding").next().is_some();
-    for (name, value) in resp.headers() {
-        if hop_by_hop(name, &tokens) || (chunked && name.eq_ignore_ascii_case("content-length")) {
-            continue;
-        }
-        push_header(&mut out, name.as_bytes(), value);
-    }
-    if close {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn rewritten(raw: &str, close: bool) -> (String, String) {
-        let mut buf = BytesMut::from(raw);
-        let mut nothing: &[u8] = &[];
-        let resp = read_response(&mut nothing, &mut buf, Duration::from_secs(1))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let out = rewrite_response(&resp, close);
-        (
-            String::from_utf8(out).unwrap_or_default(),
-            String::from_utf8_lossy(&buf).into_owned(),
-        )
-    }
-
-    #[tokio::test]
-    async fn a_response_head_loses_hop_by_hop_headers_and_keeps_the_rest_in_order() {
-        let (out, rest) = rewritten(
-            "HTTP/1.1 200 Fine Thanks\r\nConnection: x-trace, keep-alive\r\nX-Trace: 1\r\n\
-             Keep-Alive: timeout=5\r\nContent-Type: text/plain\r\nProxy-Authenticate: Basic\r\n\
-             Content-Length: 5\r\nSet-Cookie: a=b\r\n\r\nhello",
-            false,
-        )
-        .await;
-        assert_eq!(
-            out,
-            "HTTP/1.1 200 Fine Thanks\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\
-             Set-Cookie: a=b\r\n\r\n"
-        );
-        assert_eq!(rest, "hello", "the body stays in the buffer");
-    }
-
-    #[tokio::test]
-    async fn chunked_wins_over_content_length_and_close_is_added_when_asked() {
-        let (out, _) = rewritten(
-            "HTTP/1.1 404 \r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
-            true,
-        )
-        .await;
-        assert_eq!(
-            out,
-            "HTTP/1.1 404 \r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        );
-    }
 }

@@ -222,6 +222,18 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
+    /// An origin listening on loopback, and its port.
+    async fn origin() -> (TcpListener, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .port();
+        (listener, port)
+    }
+
     /// A loopback connection and the origin's end of it.
     async fn pair(listener: &TcpListener) -> (Upstream, TcpStream) {
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
@@ -243,13 +255,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_goes_back_only_to_its_agent_host_port_and_vetted_address() {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .port();
+        let (listener, port) = origin().await;
         let pool = Pool::new(IDLE_FOR);
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         let api = host("api.example.com");
@@ -280,13 +286,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_origin_closed_or_that_idled_too_long_is_not_handed_out() {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .port();
+        let (listener, port) = origin().await;
         let pool = Pool::new(IDLE_FOR);
         let a: Arc<str> = "a".into();
         let api = host("api.example.com");
@@ -318,13 +318,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_key_keeps_at_most_per_key_connections() {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("{e}"))
-            .port();
+        let (listener, port) = origin().await;
         let pool = Pool::new(IDLE_FOR);
         let a: Arc<str> = "a".into();
         let api = host("api.example.com");
