@@ -60,6 +60,12 @@ fn stderr(out: &Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
 }
 
+/// What the command printed on stdout, parsed as JSON.
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", stdout(out)))
+}
+
 /// A config file in a fresh temporary directory.
 fn config_file(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -155,18 +161,21 @@ const TWO_AGENTS: &str = "[dns]\nnameservers = [\"127.0.0.1:9\"]\n\
     [[agent]]\nname = \"a\"\nsources = [\"127.0.0.11\"]\nallow = [\"a.example.com\"]\n\
     [[agent]]\nname = \"b\"\nsources = [\"127.0.0.12\"]\nallow = [\"b.example.com\"]\ndeny = [\"a.example.com\"]\n";
 
+/// `sluice explain --config <config>`, then `args`.
+async fn explain(config: &str, args: &[&str]) -> Output {
+    run(&[&["explain", "--config", config][..], args].concat()).await
+}
+
+/// `sluice explain --config config/example.toml --agent <agent> --no-dns`,
+/// then `args`.
+async fn explain_example(agent: &str, args: &[&str]) -> Output {
+    let head = ["--agent", agent, "--no-dns"];
+    explain("config/example.toml", &[&head[..], args].concat()).await
+}
+
 #[tokio::test]
 async fn explain_without_dns_exits_0_when_allowed_and_3_when_denied() {
-    let out = run(&[
-        "explain",
-        "--config",
-        "config/example.toml",
-        "--agent",
-        "local",
-        "--no-dns",
-        "example.com:443",
-    ])
-    .await;
+    let out = explain_example("local", &["example.com:443"]).await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("decision:  allow\n"), "{text}");
@@ -175,16 +184,7 @@ async fn explain_without_dns_exits_0_when_allowed_and_3_when_denied() {
         "{text}"
     );
 
-    let out = run(&[
-        "explain",
-        "--config",
-        "config/example.toml",
-        "--agent",
-        "local",
-        "--no-dns",
-        "https://gist.githubusercontent.com/some/path",
-    ])
-    .await;
+    let out = explain_example("local", &["https://gist.githubusercontent.com/some/path"]).await;
     assert_eq!(code(&out), 3, "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
@@ -194,20 +194,9 @@ async fn explain_without_dns_exits_0_when_allowed_and_3_when_denied() {
     assert!(text.contains("decision:  deny\n"), "{text}");
     assert!(text.contains("reason:    denied_by_rule\n"), "{text}");
 
-    let out = run(&[
-        "explain",
-        "--config",
-        "config/example.toml",
-        "--agent",
-        "local",
-        "--no-dns",
-        "--format",
-        "json",
-        "evil.example:8443",
-    ])
-    .await;
+    let out = explain_example("local", &["--format", "json", "evil.example:8443"]).await;
     assert_eq!(code(&out), 3);
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = stdout_json(&out);
     assert_eq!(json["agent"], "local");
     assert_eq!(json["host"], "evil.example");
     assert_eq!(json["port"], 8443);
@@ -217,20 +206,9 @@ async fn explain_without_dns_exits_0_when_allowed_and_3_when_denied() {
     assert_eq!(json["resolved"], false);
 
     // A report-mode agent: would be denied, so reported, exit 0.
-    let out = run(&[
-        "explain",
-        "--config",
-        "config/example.toml",
-        "--agent",
-        "researcher",
-        "--no-dns",
-        "--format",
-        "json",
-        "evil.example",
-    ])
-    .await;
+    let out = explain_example("researcher", &["--format", "json", "evil.example"]).await;
     assert_eq!(code(&out), 0);
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = stdout_json(&out);
     assert_eq!(
         (json["decision"].as_str(), json["reason"].as_str()),
         (Some("report"), Some("not_allowed"))
@@ -243,23 +221,20 @@ async fn explain_by_source_picks_the_agent_that_owns_the_address() {
     let ask = |source: &'static str| {
         let path = path.clone();
         async move {
-            run(&[
-                "explain",
-                "--config",
-                s(&path),
+            let args = [
                 "--source",
                 source,
                 "--no-dns",
                 "--format",
                 "json",
                 "a.example.com:443",
-            ])
-            .await
+            ];
+            explain(s(&path), &args).await
         }
     };
     let out = ask("127.0.0.11").await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = stdout_json(&out);
     assert_eq!(
         (json["agent"].as_str(), json["decision"].as_str()),
         (Some("a"), Some("allow"))
@@ -272,7 +247,7 @@ async fn explain_by_source_picks_the_agent_that_owns_the_address() {
 
     let out = ask("127.0.0.12").await;
     assert_eq!(code(&out), 3);
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = stdout_json(&out);
     assert_eq!(
         (json["agent"].as_str(), json["reason"].as_str()),
         (Some("b"), Some("denied_by_rule"))
@@ -300,24 +275,12 @@ async fn explain_resolves_with_the_configured_nameserver_and_flags_forbidden_add
          allow = [\"mixed.example.com\", \"internal.example.com\"]\n",
         stub.addr()
     ));
-    let explain = |dest: &'static str, format: &'static str| {
+    let explain_ci = |dest: &'static str, format: &'static str| {
         let path = path.clone();
-        async move {
-            run(&[
-                "explain",
-                "--config",
-                s(&path),
-                "--agent",
-                "ci",
-                "--format",
-                format,
-                dest,
-            ])
-            .await
-        }
+        async move { explain(s(&path), &["--agent", "ci", "--format", format, dest]).await }
     };
 
-    let out = explain("mixed.example.com:443", "text").await;
+    let out = explain_ci("mixed.example.com:443", "text").await;
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("decision:  allow\n"), "{text}");
@@ -327,9 +290,9 @@ async fn explain_resolves_with_the_configured_nameserver_and_flags_forbidden_add
     );
     assert!(text.contains("address:   127.0.0.2 (forbidden: "), "{text}");
 
-    let out = explain("internal.example.com:443", "json").await;
+    let out = explain_ci("internal.example.com:443", "json").await;
     assert_eq!(code(&out), 3, "{}", stderr(&out));
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = stdout_json(&out);
     assert_eq!(json["decision"], "deny");
     assert_eq!(json["reason"], "destination_ip_prohibited");
     assert_eq!(json["resolved"], true);
@@ -340,17 +303,12 @@ async fn explain_resolves_with_the_configured_nameserver_and_flags_forbidden_add
 
     // A denied name is never looked up, like in the proxy; --no-dns never asks.
     let before = stub.total_queries();
-    let out = explain("denied.example.com:443", "text").await;
+    let out = explain_ci("denied.example.com:443", "text").await;
     assert_eq!(code(&out), 3);
-    let out = run(&[
-        "explain",
-        "--config",
+    let out = explain(
         s(&path),
-        "--agent",
-        "ci",
-        "--no-dns",
-        "mixed.example.com",
-    ])
+        &["--agent", "ci", "--no-dns", "mixed.example.com"],
+    )
     .await;
     assert_eq!(code(&out), 0);
     assert!(!stdout(&out).contains("address:"), "{}", stdout(&out));
@@ -464,13 +422,27 @@ async fn serve(path: &Path) -> Served {
 }
 
 impl Served {
-    fn terminate(&self) {
+    /// Sends `sig` (as `kill` spells it: "-TERM", "-HUP") to the process.
+    fn signal(&self, sig: &str) {
         let pid = self.child.id().unwrap().to_string();
         let kill = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([sig, &pid])
             .status()
             .unwrap();
         assert!(kill.success());
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// A CONNECT tunnel from agent "ci" to `origin`, checked open (200).
+    async fn tunnel(&self, origin: &Origin) -> tokio::net::TcpStream {
+        let (tunnel, rsp) =
+            net::connect([127, 0, 0, 11], self.proxy, &origin.addr.to_string(), "").await;
+        assert_eq!(rsp.status, 200);
+        tunnel
     }
 
     /// Waits for the exit; returns the exit code and the access log (stdout).
@@ -522,11 +494,7 @@ async fn run_serves_and_exits_0_promptly_on_sigterm_with_the_log_flushed() {
     )
     .await;
     assert_eq!(rsp.status, 200, "{rsp:?}");
-    assert!(
-        rsp.body.starts_with("GET /before-term HTTP/1.1\r\n"),
-        "{}",
-        rsp.body
-    );
+    net::assert_request_line(&rsp.body, "GET /before-term HTTP/1.1");
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).await.unwrap();
     drop(s);
@@ -563,9 +531,7 @@ async fn run_lets_an_open_tunnel_finish_after_sigterm_then_exits_0() {
     let origin = Origin::start([127, 0, 0, 1]).await;
     let (_dir, path) = config_file(&run_config("127.0.0.1:0", origin.port()));
     let served = serve(&path).await;
-    let (mut tunnel, rsp) =
-        net::connect([127, 0, 0, 11], served.proxy, &origin.addr.to_string(), "").await;
-    assert_eq!(rsp.status, 200);
+    let mut tunnel = served.tunnel(&origin).await;
     let reply = net::exchange(&mut tunnel, "GET /before HTTP/1.1\r\nHost: o\r\n\r\n").await;
     assert_eq!(reply.status, 200);
 
@@ -573,11 +539,7 @@ async fn run_lets_an_open_tunnel_finish_after_sigterm_then_exits_0() {
     served.wait_until_not_accepting().await;
     // Draining: the open tunnel still carries traffic.
     let reply = net::exchange(&mut tunnel, "GET /during-drain HTTP/1.1\r\nHost: o\r\n\r\n").await;
-    assert!(
-        reply.body.starts_with("GET /during-drain HTTP/1.1\r\n"),
-        "{}",
-        reply.body
-    );
+    net::assert_request_line(&reply.body, "GET /during-drain HTTP/1.1");
 
     drop(tunnel);
     let started = Instant::now();
@@ -599,9 +561,7 @@ async fn run_answers_readyz_503_while_draining() {
     let origin = Origin::start([127, 0, 0, 1]).await;
     let (_dir, path) = config_file(&run_config("127.0.0.1:0", origin.port()));
     let served = serve(&path).await;
-    let (tunnel, rsp) =
-        net::connect([127, 0, 0, 11], served.proxy, &origin.addr.to_string(), "").await;
-    assert_eq!(rsp.status, 200);
+    let tunnel = served.tunnel(&origin).await;
     assert_eq!(
         admin_get(served.admin, "/readyz").await.map(|r| r.status),
         Some(200)
@@ -635,17 +595,6 @@ async fn run_survives_sigterm_right_after_it_says_it_is_serving() {
         Some(0),
         "killed by the signal instead of draining: {diagnostics}"
     );
-}
-
-impl Served {
-    fn signal(&self, sig: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let kill = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-    }
 }
 
 /// One absolute-form GET from agent "ci"; returns the status.
@@ -706,9 +655,7 @@ async fn second_sigterm_cuts_the_drain_short_and_keeps_the_log() {
     let origin = Origin::start([127, 0, 0, 1]).await;
     let (_dir, path) = config_file(&run_config("127.0.0.1:0", origin.port()));
     let served = serve(&path).await;
-    let (tunnel, rsp) =
-        net::connect([127, 0, 0, 11], served.proxy, &origin.addr.to_string(), "").await;
-    assert_eq!(rsp.status, 200);
+    let tunnel = served.tunnel(&origin).await;
     served.terminate();
     served.wait_until_not_accepting().await;
     let started = Instant::now();

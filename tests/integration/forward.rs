@@ -37,11 +37,24 @@ fn ci(port: u16, extra: &str) -> String {
     )
 }
 
+/// sluice for [`ci`] on `port`, with the DNS stub resolving
+/// api.example.com to 127.0.0.1.
+async fn ci_proxy(port: u16, extra: &str) -> (DnsServer, Proxy) {
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let p = proxy(&ci(port, extra)).dns(&dns).run().await;
+    (dns, p)
+}
+
 async fn setup(extra: &str) -> (Origin, DnsServer, Proxy) {
     let origin = Origin::start([127, 0, 0, 1]).await;
-    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
-    let p = proxy(&ci(origin.port(), extra)).dns(&dns).run().await;
+    let (dns, p) = ci_proxy(origin.port(), extra).await;
     (origin, dns, p)
+}
+
+/// `http://api.example.com:<origin's port><path>`: a URL for `origin`
+/// by the name agent "ci" may reach.
+fn api_url(origin: &Origin, path: &str) -> String {
+    format!("http://api.example.com:{}{path}", origin.port())
 }
 
 /// The header names (lower-case) of the request the origin echoed back.
@@ -127,6 +140,16 @@ async fn curl(p: &Proxy, args: &[&str], stdin: Option<&[u8]>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Asserts `rsp` is sluice's 400 for a malformed request.
+fn assert_malformed(rsp: &Response) {
+    assert_eq!(rsp.status, 400, "{rsp:?}");
+    assert!(
+        rsp.body.starts_with("sluice: malformed request: "),
+        "{}",
+        rsp.body
+    );
+}
+
 fn assert_forward_log(log: &Value, method: &str, path: &str) {
     assert_eq!(log["agent"], "ci", "{log}");
     assert_eq!(log["method"], method, "{log}");
@@ -142,7 +165,7 @@ fn assert_forward_log(log: &Value, method: &str, path: &str) {
 #[tokio::test]
 async fn curl_get_arrives_in_origin_form_without_hop_by_hop_headers() {
     let (origin, _dns, mut p) = setup("").await;
-    let url = format!("http://api.example.com:{}/path/to?q=1&r=2", origin.port());
+    let url = api_url(&origin, "/path/to?q=1&r=2");
     let echo = curl(
         &p,
         &[
@@ -165,10 +188,7 @@ async fn curl_get_arrives_in_origin_form_without_hop_by_hop_headers() {
         None,
     )
     .await;
-    assert!(
-        echo.starts_with("GET /path/to?q=1&r=2 HTTP/1.1\r\n"),
-        "{echo}"
-    );
+    net::assert_request_line(&echo, "GET /path/to?q=1&r=2 HTTP/1.1");
     assert!(
         echo.contains(&format!("\r\nHost: api.example.com:{}\r\n", origin.port())),
         "{echo}"
@@ -189,9 +209,9 @@ async fn curl_get_arrives_in_origin_form_without_hop_by_hop_headers() {
 #[tokio::test]
 async fn curl_with_proxy_credentials_never_passes_them_on() {
     let (origin, _dns, mut p) = setup("").await;
-    let url = format!("http://api.example.com:{}/auth", origin.port());
+    let url = api_url(&origin, "/auth");
     let echo = curl(&p, &["--proxy-user", "ci:ci-token", &url], None).await;
-    assert!(echo.starts_with("GET /auth HTTP/1.1\r\n"), "{echo}");
+    net::assert_request_line(&echo, "GET /auth HTTP/1.1");
     assert_no_hop_by_hop(&echo);
     let log = p.next_log().await;
     assert_forward_log(&log, "GET", "/auth");
@@ -202,9 +222,9 @@ async fn curl_with_proxy_credentials_never_passes_them_on() {
 #[tokio::test]
 async fn curl_posts_a_content_length_body_and_a_chunked_body() {
     let (origin, _dns, mut p) = setup("").await;
-    let url = format!("http://api.example.com:{}/submit", origin.port());
+    let url = api_url(&origin, "/submit");
     let echo = curl(&p, &["--data-binary", "hello=world", &url], None).await;
-    assert!(echo.starts_with("POST /submit HTTP/1.1\r\n"), "{echo}");
+    net::assert_request_line(&echo, "POST /submit HTTP/1.1");
     assert!(echo.contains("\r\nContent-Length: 11\r\n"), "{echo}");
     assert!(echo.ends_with("\r\n\r\nbody=hello=world"), "{echo}");
     assert_forward_log(&p.next_log().await, "POST", "/submit");
@@ -222,7 +242,7 @@ async fn curl_posts_a_content_length_body_and_a_chunked_body() {
         Some(body.as_bytes()),
     )
     .await;
-    assert!(echo.starts_with("POST /submit HTTP/1.1\r\n"), "{echo}");
+    net::assert_request_line(&echo, "POST /submit HTTP/1.1");
     assert!(
         echo.contains("\r\nTransfer-Encoding: chunked\r\n"),
         "{echo}"
@@ -235,6 +255,12 @@ async fn curl_posts_a_content_length_body_and_a_chunked_body() {
         "{log}"
     );
     p.shutdown().await;
+}
+
+/// Asserts reqwest got 200 and returns the body: what the origin echoed.
+async fn echo_of(rsp: reqwest::Response) -> String {
+    assert_eq!(rsp.status(), 200);
+    rsp.text().await.unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn reqwest_client(p: &Proxy) -> reqwest::Client {
@@ -256,10 +282,9 @@ fn reqwest_client(p: &Proxy) -> reqwest::Client {
 async fn reqwest_get_and_post_arrive_as_sent_minus_hop_by_hop() {
     let (origin, _dns, mut p) = setup("").await;
     let client = reqwest_client(&p);
-    let base = format!("http://api.example.com:{}", origin.port());
 
     let rsp = client
-        .get(format!("{base}/r?x=1"))
+        .get(api_url(&origin, "/r?x=1"))
         .header("X-Custom", "kept")
         .header("Connection", "x-hop")
         .header("X-Hop", "dropped")
@@ -269,9 +294,8 @@ async fn reqwest_get_and_post_arrive_as_sent_minus_hop_by_hop() {
         .send()
         .await
         .unwrap();
-    assert_eq!(rsp.status(), 200);
-    let echo = rsp.text().await.unwrap();
-    assert!(echo.starts_with("GET /r?x=1 HTTP/1.1\r\n"), "{echo}");
+    let echo = echo_of(rsp).await;
+    net::assert_request_line(&echo, "GET /r?x=1 HTTP/1.1");
     assert!(
         echo.contains(&format!("\r\nhost: api.example.com:{}\r\n", origin.port())),
         "{echo}"
@@ -281,14 +305,13 @@ async fn reqwest_get_and_post_arrive_as_sent_minus_hop_by_hop() {
     assert_forward_log(&p.next_log().await, "GET", "/r");
 
     let rsp = client
-        .post(format!("{base}/post"))
+        .post(api_url(&origin, "/post"))
         .body("payload bytes")
         .send()
         .await
         .unwrap();
-    assert_eq!(rsp.status(), 200);
-    let echo = rsp.text().await.unwrap();
-    assert!(echo.starts_with("POST /post HTTP/1.1\r\n"), "{echo}");
+    let echo = echo_of(rsp).await;
+    net::assert_request_line(&echo, "POST /post HTTP/1.1");
     assert!(echo.contains("\r\ncontent-length: 13\r\n"), "{echo}");
     assert!(echo.ends_with("body=payload bytes"), "{echo}");
     assert_forward_log(&p.next_log().await, "POST", "/post");
@@ -301,15 +324,10 @@ async fn keep_alive(include_query: bool) {
     let extra = format!("[log]\ninclude_query = {include_query}\n");
     let (origin, _dns, mut p) = setup(&extra).await;
     let client = reqwest_client(&p);
-    let base = format!("http://api.example.com:{}", origin.port());
     for path in ["/one?a=1", "/two"] {
-        let rsp = client.get(format!("{base}{path}")).send().await.unwrap();
-        assert_eq!(rsp.status(), 200);
-        let echo = rsp.text().await.unwrap();
-        assert!(
-            echo.starts_with(&format!("GET {path} HTTP/1.1\r\n")),
-            "{echo}"
-        );
+        let rsp = client.get(api_url(&origin, path)).send().await.unwrap();
+        let echo = echo_of(rsp).await;
+        net::assert_request_line(&echo, &format!("GET {path} HTTP/1.1"));
     }
     let first = p.next_log().await;
     let second = p.next_log().await;
@@ -336,12 +354,12 @@ async fn keep_alive(include_query: bool) {
 #[tokio::test]
 async fn separate_client_connections_of_one_agent_share_the_upstream_connection() {
     let (origin, _dns, mut p) = setup("").await;
-    let url = format!("http://api.example.com:{}/n", origin.port());
+    let url = api_url(&origin, "/n");
     let mut logs = Vec::new();
     // Each curl is a new process, so a new client connection.
     for _ in 0..3 {
         let echo = curl(&p, &[&url], None).await;
-        assert!(echo.starts_with("GET /n HTTP/1.1\r\n"), "{echo}");
+        net::assert_request_line(&echo, "GET /n HTTP/1.1");
         logs.push(p.next_log().await);
     }
     assert_ne!(logs[0]["src"], logs[1]["src"], "curl kept its connection");
@@ -405,11 +423,7 @@ async fn raw_requests_get_host_added_and_every_hop_by_hop_header_removed() {
     )
     .await;
     assert_eq!(rsp.status, 200, "{rsp:?}");
-    assert!(
-        rsp.body.starts_with("GET /old HTTP/1.0\r\n"),
-        "{}",
-        rsp.body
-    );
+    net::assert_request_line(&rsp.body, "GET /old HTTP/1.0");
     assert!(
         rsp.body
             .contains(&format!("\r\nHost: api.example.com:{port}\r\n")),
@@ -431,7 +445,7 @@ async fn raw_requests_get_host_added_and_every_hop_by_hop_header_removed() {
     let rsp = net::exchange(&mut s, &raw).await;
     assert_eq!(rsp.status, 200, "{rsp:?}");
     let echo = &rsp.body;
-    assert!(echo.starts_with("GET /new HTTP/1.1\r\n"), "{echo}");
+    net::assert_request_line(echo, "GET /new HTTP/1.1");
     assert!(
         echo.contains(&format!("\r\nHost: api.example.com:{port}\r\n")),
         "{echo}"
@@ -490,8 +504,7 @@ async fn chunk_watcher() -> (SocketAddr, oneshot::Receiver<()>) {
 /// origin before the client sends anything more.
 async fn first_chunk_at_origin() -> (DnsServer, Proxy, tokio::net::TcpStream) {
     let (addr, first_chunk) = chunk_watcher().await;
-    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
-    let p = proxy(&ci(addr.port(), "")).dns(&dns).run().await;
+    let (dns, p) = ci_proxy(addr.port(), "").await;
     let mut s = net::connect_from(CI, p.addr).await;
     let port = addr.port();
     let head = format!(
@@ -511,11 +524,7 @@ async fn a_chunked_body_is_streamed_not_buffered() {
     let (_dns, mut p, mut s) = first_chunk_at_origin().await;
     let rsp = net::exchange(&mut s, "6\r\nsecond\r\n0\r\n\r\n").await;
     assert_eq!(rsp.status, 200, "{rsp:?}");
-    assert!(
-        rsp.body.starts_with("POST /up HTTP/1.1\r\n"),
-        "{}",
-        rsp.body
-    );
+    net::assert_request_line(&rsp.body, "POST /up HTTP/1.1");
     assert!(
         rsp.body
             .ends_with("\r\n\r\n5\r\nfirst\r\n6\r\nsecond\r\n0\r\n\r\n"),
@@ -534,15 +543,10 @@ async fn a_body_that_turns_malformed_after_the_head_went_upstream_still_gets_400
     // The origin has the head and is waiting for the rest; the next chunk
     // size is not hex. Nothing has come back yet, so the client hears why.
     let rsp = net::exchange(&mut s, "zz\r\nsecond\r\n0\r\n\r\n").await;
-    assert_eq!(rsp.status, 400, "{rsp:?}");
+    assert_malformed(&rsp);
     assert_eq!(
         rsp.header("proxy-status"),
         Some("sluice; error=http_request_error")
-    );
-    assert!(
-        rsp.body.starts_with("sluice: malformed request: "),
-        "{}",
-        rsp.body
     );
     let log = p.next_log().await;
     assert_eq!(log["decision"], "deny", "{log}");
@@ -569,8 +573,7 @@ async fn recording_origin() -> (SocketAddr, oneshot::Receiver<Vec<u8>>) {
 #[tokio::test]
 async fn a_body_malformed_from_its_first_byte_gets_400_and_nothing_reaches_the_origin() {
     let (addr, received) = recording_origin().await;
-    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
-    let mut p = proxy(&ci(addr.port(), "")).dns(&dns).run().await;
+    let (_dns, mut p) = ci_proxy(addr.port(), "").await;
     let mut s = net::connect_from(CI, p.addr).await;
     let port = addr.port();
     let raw = format!(
@@ -578,12 +581,7 @@ async fn a_body_malformed_from_its_first_byte_gets_400_and_nothing_reaches_the_o
          Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
     );
     let rsp = net::exchange(&mut s, &raw).await;
-    assert_eq!(rsp.status, 400, "{rsp:?}");
-    assert!(
-        rsp.body.starts_with("sluice: malformed request: "),
-        "{}",
-        rsp.body
-    );
+    assert_malformed(&rsp);
     let log = p.next_log().await;
     assert_eq!(log["reason"], "malformed", "{log}");
     assert_eq!(log["status"], 400, "{log}");
@@ -641,8 +639,7 @@ async fn a_streamed_response_shows_its_head_before_any_body_byte() {
         let _ = release.await;
         s.write_all(b"5\r\nevent\r\n0\r\n\r\n").await.unwrap();
     });
-    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
-    let mut p = proxy(&ci(port, "")).dns(&dns).run().await;
+    let (_dns, mut p) = ci_proxy(port, "").await;
     let mut s = net::connect_from(CI, p.addr).await;
     let req = format!(
         "GET http://api.example.com:{port}/stream HTTP/1.1\r\nHost: api.example.com:{port}\r\n\r\n"
@@ -673,8 +670,7 @@ async fn expect_100_continue_reaches_the_origin_before_the_body_is_sent() {
             .await
             .unwrap();
     });
-    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
-    let mut p = proxy(&ci(port, "")).dns(&dns).run().await;
+    let (_dns, mut p) = ci_proxy(port, "").await;
     let mut s = net::connect_from(CI, p.addr).await;
     let req = format!(
         "POST http://api.example.com:{port}/up HTTP/1.1\r\nHost: api.example.com:{port}\r\n\
@@ -808,8 +804,7 @@ async fn reused_upstream_that_closes_is_retried_for_a_safe_request() {
             });
         }
     });
-    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
-    let mut p = proxy(&ci(port, "")).dns(&dns).run().await;
+    let (_dns, mut p) = ci_proxy(port, "").await;
     let mut s = net::connect_from(CI, p.addr).await;
     for path in ["/one", "/two"] {
         let r = net::exchange(

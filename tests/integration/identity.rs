@@ -190,6 +190,10 @@ async fn credentials_never_reach_the_origin_or_the_log() {
             "{line}"
         );
     };
+    // What the origin echoed holds neither the token nor its Basic encoding.
+    let assert_no_token = |echo: &str| {
+        assert!(!echo.contains(token) && !echo.contains(&b64), "{echo}");
+    };
 
     // Forwarded HTTP: the origin sees neither the header nor the token.
     let raw = format!(
@@ -206,11 +210,7 @@ async fn credentials_never_reach_the_origin_or_the_log() {
         "a Proxy-* header reached the origin: {}",
         rsp.body
     );
-    assert!(
-        !rsp.body.contains(token) && !rsp.body.contains(&b64),
-        "{}",
-        rsp.body
-    );
+    assert_no_token(&rsp.body);
     assert!(
         rsp.body.contains("Cookie: s=cookie-5ecret"),
         "end-to-end headers pass: {}",
@@ -238,16 +238,8 @@ async fn credentials_never_reach_the_origin_or_the_log() {
         "GET /t HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(
-        reply.body.starts_with("GET /t HTTP/1.1\r\n"),
-        "{}",
-        reply.body
-    );
-    assert!(
-        !reply.body.contains(token) && !reply.body.contains(&b64),
-        "{}",
-        reply.body
-    );
+    net::assert_request_line(&reply.body, "GET /t HTTP/1.1");
+    assert_no_token(&reply.body);
     drop(s);
     assert_clean(&p.next_log_raw().await);
 
@@ -294,7 +286,7 @@ async fn report_mode_lets_would_be_denials_through_and_logs_them() {
     );
     let rsp = send(A, &p, &raw).await;
     assert_eq!(rsp.status, 200, "{rsp:?}");
-    assert!(rsp.body.starts_with("GET /r HTTP/1.1\r\n"), "{}", rsp.body);
+    net::assert_request_line(&rsp.body, "GET /r HTTP/1.1");
     let log = p.next_log().await;
     assert_eq!(
         (log["decision"].as_str(), log["reason"].as_str()),

@@ -3,11 +3,11 @@
 //! closes the tunnel before any byte reaches the origin.
 
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::support::dns::dns;
+use crate::support::dns::{DnsServer, dns};
 use crate::support::net;
-use crate::support::proxy::proxy;
+use crate::support::proxy::{Proxy, proxy};
 use crate::support::tls_origin::{TlsOrigin, Trickle};
 
 const CI: [u8; 4] = [127, 0, 0, 11];
@@ -20,25 +20,35 @@ fn config(port: u16, extra: &str) -> String {
     )
 }
 
+/// sluice for "ci" with api.example.com resolving to 127.0.0.1, and an
+/// open tunnel (200) from ci to api.example.com on `port`.
+async fn tunnel(port: u16) -> (DnsServer, Proxy, tokio::net::TcpStream) {
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let p = proxy(&config(port, "")).dns(&dns).run().await;
+    let (tcp, rsp) = net::connect(CI, p.addr, &format!("api.example.com:{port}"), "").await;
+    assert_eq!(rsp.status, 200);
+    (dns, p, tcp)
+}
+
+/// Sends "ping" over `tls` and reads the origin's answer until it closes.
+async fn ping<S: AsyncRead + AsyncWrite + Unpin>(tls: &mut S) -> String {
+    tls.write_all(b"ping")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    answer
+}
+
 #[tokio::test]
 async fn matching_sni_completes_a_real_tls_exchange() {
     let origin = TlsOrigin::start(&["api.example.com"]).await;
-    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
-    let mut p = proxy(&config(origin.port(), "")).dns(&dns).run().await;
-    let (tcp, rsp) = net::connect(
-        CI,
-        p.addr,
-        &format!("api.example.com:{}", origin.port()),
-        "",
-    )
-    .await;
-    assert_eq!(rsp.status, 200);
+    let (_dns, mut p, tcp) = tunnel(origin.port()).await;
     let name = ServerName::try_from("api.example.com").unwrap();
     let mut tls = origin.connector().connect(name, tcp).await.unwrap();
-    tls.write_all(b"ping").await.unwrap();
-    let mut answer = String::new();
-    tls.read_to_string(&mut answer).await.unwrap();
-    assert_eq!(answer, "hello over tls");
+    assert_eq!(ping(&mut tls).await, "hello over tls");
     drop(tls);
     let log = p.next_log().await;
     assert_eq!(log["sni"], "api.example.com");
@@ -52,16 +62,7 @@ async fn matching_sni_completes_a_real_tls_exchange() {
 #[tokio::test]
 async fn mismatched_sni_never_reaches_the_origin() {
     let origin = TlsOrigin::start(&["api.example.com", "other.example.com"]).await;
-    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
-    let mut p = proxy(&config(origin.port(), "")).dns(&dns).run().await;
-    let (tcp, rsp) = net::connect(
-        CI,
-        p.addr,
-        &format!("api.example.com:{}", origin.port()),
-        "",
-    )
-    .await;
-    assert_eq!(rsp.status, 200);
+    let (_dns, mut p, tcp) = tunnel(origin.port()).await;
     let name = ServerName::try_from("other.example.com").unwrap();
     assert!(
         origin.connector().connect(name, tcp).await.is_err(),
@@ -84,16 +85,7 @@ async fn mismatched_sni_never_reaches_the_origin() {
 #[tokio::test]
 async fn client_hello_one_byte_at_a_time_is_reassembled() {
     let origin = TlsOrigin::start(&["api.example.com"]).await;
-    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
-    let mut p = proxy(&config(origin.port(), "")).dns(&dns).run().await;
-    let (tcp, rsp) = net::connect(
-        CI,
-        p.addr,
-        &format!("api.example.com:{}", origin.port()),
-        "",
-    )
-    .await;
-    assert_eq!(rsp.status, 200);
+    let (_dns, mut p, tcp) = tunnel(origin.port()).await;
     tcp.set_nodelay(true).unwrap();
     let name = ServerName::try_from("api.example.com").unwrap();
     let mut tls = origin
@@ -101,10 +93,7 @@ async fn client_hello_one_byte_at_a_time_is_reassembled() {
         .connect(name, Trickle(tcp))
         .await
         .unwrap();
-    tls.write_all(b"ping").await.unwrap();
-    let mut answer = String::new();
-    tls.read_to_string(&mut answer).await.unwrap();
-    assert_eq!(answer, "hello over tls");
+    assert_eq!(ping(&mut tls).await, "hello over tls");
     drop(tls);
     assert_eq!(p.next_log().await["sni"], "api.example.com");
     p.shutdown().await;
@@ -150,22 +139,9 @@ async fn non_tls_first_bytes_pass_unless_sni_is_required() {
 /// protocols) still gets everything the upstream sends afterwards.
 #[tokio::test]
 async fn half_close_before_any_byte_still_relays_the_answer() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).await.unwrap();
-        s.write_all(b"220 bye").await.unwrap();
-    });
-    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
-    let mut p = proxy(&config(port, "")).dns(&dns).run().await;
-    let (mut s, rsp) = net::connect(CI, p.addr, &format!("api.example.com:{port}"), "").await;
-    assert_eq!(rsp.status, 200);
-    s.shutdown().await.unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).await.unwrap();
-    assert_eq!(answer, "220 bye");
+    let port = net::answer_after_eof(|_| b"220 bye".to_vec()).await;
+    let (_dns, mut p, mut s) = tunnel(port).await;
+    assert_eq!(net::half_close_and_read(&mut s).await, "220 bye");
     let log = p.next_log().await;
     assert_eq!(
         (log["bytes_up"].as_u64(), log["bytes_down"].as_u64()),

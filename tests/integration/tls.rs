@@ -2,9 +2,11 @@
 //! through it (absolute-form and CONNECT), identity by SPIFFE ID, handshake
 //! failures counted by kind and logged, and certificate rotation on reload.
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::CertificateDer;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::support::net::{self, Origin};
+use crate::support::net::{self, Origin, Response};
 use crate::support::pki::{self, Ca, Pki};
 use crate::support::proxy::{Proxy, proxy};
 
@@ -35,6 +37,54 @@ async fn curl(args: &[&str]) -> std::process::Output {
         .expect("curl is needed for this test")
 }
 
+/// Runs curl with `args`, asserts it succeeded and returns what it printed.
+async fn curl_ok(args: &[&str]) -> String {
+    let out = curl(args).await;
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Asserts `log` is an allowed `method` request by agent "ci", identified
+/// by its SPIFFE ID.
+fn assert_allowed_as_ci(log: &Value, method: &str) {
+    assert_eq!(log["agent"], "ci", "{log}");
+    assert_eq!(log["identity"], "spiffe");
+    assert_eq!(log["method"], method);
+    assert_eq!(log["decision"], "allow");
+}
+
+/// Sends a CONNECT to `origin` over `s` and reads the response.
+async fn connect_over<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, origin: &Origin) -> Response {
+    let target = origin.addr;
+    net::exchange(
+        s,
+        &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+    )
+    .await
+}
+
+/// Asserts the proxy presented `want` as its certificate on `s`.
+fn assert_server_cert<S>(s: &tokio_rustls::client::TlsStream<S>, want: &CertificateDer<'_>) {
+    let certs = s
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_else(|| panic!("the proxy presented no certificate"));
+    assert_eq!(certs[0], *want);
+}
+
+/// The count of failed TLS handshakes of `kind` in the proxy's metrics.
+async fn handshake_failures(p: &Proxy, kind: &str) -> f64 {
+    p.metric(&format!(
+        "sluice_tls_handshake_failures_total{{kind=\"{kind}\"}}"
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn curl_with_a_client_certificate_forwards_and_tunnels() {
     let origin = Origin::start([127, 0, 0, 1]).await;
@@ -58,35 +108,17 @@ async fn curl_with_a_client_certificate_forwards_and_tunnels() {
     ];
 
     // Absolute-form GET.
-    let out = curl(&[&base[..], &[url.as_str()]].concat()).await;
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let body = String::from_utf8_lossy(&out.stdout);
-    assert!(body.starts_with("GET /hello?x=1 HTTP/1.1\r\n"), "{body}");
+    let body = curl_ok(&[&base[..], &[url.as_str()]].concat()).await;
+    net::assert_request_line(&body, "GET /hello?x=1 HTTP/1.1");
     let log = p.next_log().await;
-    assert_eq!(log["agent"], "ci", "{log}");
-    assert_eq!(log["identity"], "spiffe");
-    assert_eq!(log["method"], "GET");
-    assert_eq!(log["decision"], "allow");
+    assert_allowed_as_ci(&log, "GET");
     assert_eq!(log["path"], "/hello");
 
     // CONNECT (-p), then the same GET inside the tunnel.
-    let out = curl(&[&base[..], &["-p", url.as_str()]].concat()).await;
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let body = String::from_utf8_lossy(&out.stdout);
-    assert!(body.starts_with("GET /hello?x=1 HTTP/1.1\r\n"), "{body}");
+    let body = curl_ok(&[&base[..], &["-p", url.as_str()]].concat()).await;
+    net::assert_request_line(&body, "GET /hello?x=1 HTTP/1.1");
     let log = p.next_log().await;
-    assert_eq!(log["agent"], "ci", "{log}");
-    assert_eq!(log["identity"], "spiffe");
-    assert_eq!(log["method"], "CONNECT");
-    assert_eq!(log["decision"], "allow");
+    assert_allowed_as_ci(&log, "CONNECT");
     assert_eq!(log["status"], 200);
     assert_eq!(origin.connections(), 2);
     p.shutdown().await;
@@ -112,29 +144,16 @@ async fn rust_client_tunnels_over_tls_and_sees_http11_alpn() {
         Some(&b"http/1.1"[..]),
         "h2 is never chosen"
     );
-    let target = format!("127.0.0.1:{}", origin.port());
-    let rsp = net::exchange(
-        &mut s,
-        &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
-    )
-    .await;
-    assert_eq!(rsp.status, 200);
+    assert_eq!(connect_over(&mut s, &origin).await.status, 200);
     let get = "GET /in HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let reply = net::exchange(&mut s, get).await;
-    assert!(
-        reply.body.starts_with("GET /in HTTP/1.1\r\n"),
-        "{}",
-        reply.body
-    );
+    net::assert_request_line(&reply.body, "GET /in HTTP/1.1");
     s.shutdown().await.unwrap();
     drop(s);
 
     let log = p.next_log().await;
-    assert_eq!(log["agent"], "ci", "{log}");
-    assert_eq!(log["identity"], "spiffe");
-    assert_eq!(log["method"], "CONNECT");
+    assert_allowed_as_ci(&log, "CONNECT");
     assert_eq!(log["host"], "127.0.0.1");
-    assert_eq!(log["decision"], "allow");
     // Counted as plaintext through the tunnel, exactly.
     assert_eq!(log["bytes_up"], get.len(), "{log}");
     let down = log["bytes_down"].as_u64().unwrap();
@@ -179,13 +198,7 @@ async fn failed_handshakes_are_counted_by_kind_and_logged() {
         assert_eq!(log["tls_error"], *kind);
         assert!(log["agent"].is_null(), "{log}");
         assert!(log.get("identity").is_none(), "{log}");
-        assert_eq!(
-            p.metric(&format!(
-                "sluice_tls_handshake_failures_total{{kind=\"{kind}\"}}"
-            ))
-            .await,
-            1.0
-        );
+        assert_eq!(handshake_failures(&p, kind).await, 1.0);
     }
 
     // Plain HTTP on the TLS port.
@@ -195,11 +208,7 @@ async fn failed_handshakes_are_counted_by_kind_and_logged() {
         .unwrap();
     let log = p.next_log().await;
     assert_eq!(log["tls_error"], "protocol", "{log}");
-    assert_eq!(
-        p.metric("sluice_tls_handshake_failures_total{kind=\"protocol\"}")
-            .await,
-        1.0
-    );
+    assert_eq!(handshake_failures(&p, "protocol").await, 1.0);
 
     // A connection closed before its first byte (a port probe) is no failure.
     drop(tokio::net::TcpStream::connect(addr).await.unwrap());
@@ -218,11 +227,7 @@ async fn failed_handshakes_are_counted_by_kind_and_logged() {
         log["tls_error"], "no_certificate",
         "the probe left no line before curl's: {log}"
     );
-    assert_eq!(
-        p.metric("sluice_tls_handshake_failures_total{kind=\"timeout\"}")
-            .await,
-        0.0
-    );
+    assert_eq!(handshake_failures(&p, "timeout").await, 0.0);
     assert_eq!(
         p.metric("sluice_requests_total{agent=\"-\",decision=\"deny\",reason=\"tls_handshake\"}")
             .await,
@@ -247,11 +252,7 @@ async fn a_silent_client_times_out_at_head_timeout() {
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest).await;
     assert!(rest.is_empty());
-    assert_eq!(
-        p.metric("sluice_tls_handshake_failures_total{kind=\"timeout\"}")
-            .await,
-        1.0
-    );
+    assert_eq!(handshake_failures(&p, "timeout").await, 1.0);
     p.shutdown().await;
 }
 
@@ -260,7 +261,6 @@ async fn certificate_without_a_known_spiffe_id_is_unidentified() {
     let origin = Origin::start([127, 0, 0, 1]).await;
     let pki = Pki::new();
     let mut p = start(&pki, &origin, "").await;
-    let target = format!("127.0.0.1:{}", origin.port());
     // Unknown ID, and no URI SAN at all: neither falls back to "loopback",
     // whose sources match the client's address.
     for uris in [&["spiffe://cluster.local/ns/agents/sa/stranger"][..], &[]] {
@@ -268,11 +268,7 @@ async fn certificate_without_a_known_spiffe_id_is_unidentified() {
         let mut s = pki::connect(p.tls.unwrap(), &pki.ca, Some(&leaf))
             .await
             .unwrap();
-        let rsp = net::exchange(
-            &mut s,
-            &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
-        )
-        .await;
+        let rsp = connect_over(&mut s, &origin).await;
         assert_eq!(rsp.status, 403, "{uris:?}");
         assert_eq!(
             rsp.header("proxy-status"),
@@ -293,14 +289,8 @@ async fn over_the_connection_limit_gets_503_over_tls() {
     let agent = pki.ca.agent(&[CI_ID]);
     let mut p = start(&pki, &origin, "[limits]\nmax_connections = 1\n").await;
     let addr = p.tls.unwrap();
-    let target = format!("127.0.0.1:{}", origin.port());
     let mut first = pki::connect(addr, &pki.ca, Some(&agent)).await.unwrap();
-    let rsp = net::exchange(
-        &mut first,
-        &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
-    )
-    .await;
-    assert_eq!(rsp.status, 200);
+    assert_eq!(connect_over(&mut first, &origin).await.status, 200);
 
     let mut second = pki::connect(addr, &pki.ca, Some(&agent)).await.unwrap();
     let rsp = net::read_response(&mut second).await;
@@ -323,12 +313,8 @@ async fn reload_rotates_the_certificates() {
     let old_agent = pki.ca.agent(&[CI_ID]);
     let mut p = start(&pki, &origin, "").await;
     let addr = p.tls.unwrap();
-    let target = format!("127.0.0.1:{}", origin.port());
     let s = pki::connect(addr, &pki.ca, Some(&old_agent)).await.unwrap();
-    assert_eq!(
-        s.get_ref().1.peer_certificates().unwrap()[0],
-        pki.server.der
-    );
+    assert_server_cert(&s, &pki.server.der);
     drop(s);
 
     // A broken key file: rejected, the old material stays.
@@ -336,10 +322,7 @@ async fn reload_rotates_the_certificates() {
     let err = p.running().reload().unwrap_err().to_string();
     assert!(err.contains("server-key.pem"), "{err}");
     let s = pki::connect(addr, &pki.ca, Some(&old_agent)).await.unwrap();
-    assert_eq!(
-        s.get_ref().1.peer_certificates().unwrap()[0],
-        pki.server.der
-    );
+    assert_server_cert(&s, &pki.server.der);
     drop(s);
 
     // Rotate to a new CA: new server certificate and new client CA.
@@ -351,16 +334,8 @@ async fn reload_rotates_the_certificates() {
 
     let new_agent = new_ca.agent(&[CI_ID]);
     let mut s = pki::connect(addr, &new_ca, Some(&new_agent)).await.unwrap();
-    assert_eq!(
-        s.get_ref().1.peer_certificates().unwrap()[0],
-        new_server.der
-    );
-    let rsp = net::exchange(
-        &mut s,
-        &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
-    )
-    .await;
-    assert_eq!(rsp.status, 200);
+    assert_server_cert(&s, &new_server.der);
+    assert_eq!(connect_over(&mut s, &origin).await.status, 200);
     drop(s);
     assert_eq!(p.next_log().await["agent"], "ci");
 
@@ -402,10 +377,7 @@ async fn a_rotated_certificate_file_is_picked_up_without_sighup() {
     let s = pki::connect(p.tls.unwrap(), &pki.ca, Some(&agent))
         .await
         .unwrap();
-    assert_eq!(
-        s.get_ref().1.peer_certificates().unwrap()[0],
-        new_server.der
-    );
+    assert_server_cert(&s, &new_server.der);
     drop(s);
     p.shutdown().await;
 }

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::dns::dns;
 use crate::support::net::{self, Origin, Sentinel};
-use crate::support::proxy::proxy;
+use crate::support::proxy::{Proxy, proxy};
 
 /// Source address of the test agent "ci".
 const CI: [u8; 4] = [127, 0, 0, 11];
@@ -32,11 +32,7 @@ async fn allowed_tunnel_relays_and_logs_one_exact_line() {
     let request = "GET /x HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n";
     let reply = net::exchange(&mut s, request).await;
     assert_eq!(reply.status, 200);
-    assert!(
-        reply.body.starts_with("GET /x HTTP/1.1\r\n"),
-        "{}",
-        reply.body
-    );
+    net::assert_request_line(&reply.body, "GET /x HTTP/1.1");
     drop(s);
 
     let log = p.next_log().await;
@@ -160,33 +156,28 @@ async fn dns_rebinding_never_reaches_the_forbidden_address() {
     p.shutdown().await;
 }
 
-/// The client finishes sending (half-close); the origin still answers after
-/// seeing EOF, and the answer reaches the client.
-#[tokio::test]
-async fn half_close_is_relayed() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let (mut s, _) = listener.accept().await.unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).await.unwrap();
-        s.write_all(format!("got {} bytes", got.len()).as_bytes())
-            .await
-            .unwrap();
-    });
-    // A CIDR rule without a port allows egress.ports: make that the echo port.
+/// sluice where "ci" may reach 127.0.0.1/32 by a CIDR rule without a
+/// port, so on `egress.ports` = [`port`]; and an open tunnel (200) from ci
+/// to 127.0.0.1:`port`.
+async fn cidr_tunnel(port: u16) -> (Proxy, tokio::net::TcpStream) {
     let text = format!(
         "[egress]\nports = [{port}]\nallow_cidrs = [\"127.0.0.1/32\"]\n\
          [[agent]]\nname = \"ci\"\nsources = [\"127.0.0.11\"]\nallow = [\"127.0.0.1/32\"]\n"
     );
-    let mut p = proxy(&text).run().await;
-    let (mut s, rsp) = net::connect(CI, p.addr, &format!("127.0.0.1:{port}"), "").await;
+    let p = proxy(&text).run().await;
+    let (s, rsp) = net::connect(CI, p.addr, &format!("127.0.0.1:{port}"), "").await;
     assert_eq!(rsp.status, 200);
+    (p, s)
+}
+
+/// The client finishes sending (half-close); the origin still answers after
+/// seeing EOF, and the answer reaches the client.
+#[tokio::test]
+async fn half_close_is_relayed() {
+    let port = net::answer_after_eof(|got| format!("got {} bytes", got.len()).into_bytes()).await;
+    let (mut p, mut s) = cidr_tunnel(port).await;
     s.write_all(b"hello").await.unwrap();
-    s.shutdown().await.unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).await.unwrap();
-    assert_eq!(answer, "got 5 bytes");
+    assert_eq!(net::half_close_and_read(&mut s).await, "got 5 bytes");
     let log = p.next_log().await;
     assert_eq!(
         (log["bytes_up"].as_u64(), log["bytes_down"].as_u64()),
@@ -287,13 +278,7 @@ async fn bulk_transfer_is_exact_both_ways() {
             .unwrap();
         s.shutdown().await.unwrap();
     });
-    let text = format!(
-        "[egress]\nports = [{port}]\nallow_cidrs = [\"127.0.0.1/32\"]\n\
-         [[agent]]\nname = \"ci\"\nsources = [\"127.0.0.11\"]\nallow = [\"127.0.0.1/32\"]\n"
-    );
-    let mut p = proxy(&text).run().await;
-    let (s, rsp) = net::connect(CI, p.addr, &format!("127.0.0.1:{port}"), "").await;
-    assert_eq!(rsp.status, 200);
+    let (mut p, s) = cidr_tunnel(port).await;
     let (mut r, mut w) = s.into_split();
     let upload = tokio::spawn(async move {
         let data: Vec<u8> = (0..SIZE).map(pattern).collect();

@@ -103,6 +103,44 @@ pub async fn connect(
     (s, r)
 }
 
+/// Asserts that `echo` (what an [`Origin`] answered) starts with the
+/// request line `line`: the request arrived as the origin should see it.
+pub fn assert_request_line(echo: &str, line: &str) {
+    assert!(echo.starts_with(&format!("{line}\r\n")), "{echo}");
+}
+
+/// A one-connection origin on 127.0.0.1:0 that reads until the client
+/// half-closes, then sends `answer(what it received)` and closes. Returns
+/// its port.
+pub async fn answer_after_eof(answer: impl FnOnce(Vec<u8>) -> Vec<u8> + Send + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap_or_else(|e| panic!("{e}"));
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.write_all(&answer(got))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    });
+    addr.port()
+}
+
+/// Half-closes `s` (the client sends nothing more) and reads everything
+/// that comes back until EOF.
+pub async fn half_close_and_read<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> String {
+    s.shutdown().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    answer
+}
+
 /// An HTTP/1.1 origin on `ip`:0 that answers every request with 200 and a
 /// body describing what it received (request line and headers), keeping
 /// connections alive. Counts accepted connections.
