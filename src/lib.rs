@@ -29,6 +29,8 @@ pub mod dns;
 pub mod explain;
 pub mod host;
 pub mod identity;
+#[cfg(test)]
+mod mangle;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

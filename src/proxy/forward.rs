@@ -290,3 +290,88 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::parse_authority;
+    use crate::mangle;
+    use crate::proxy::head::{self, ReadError};
+    use crate::proxy::target::{Kind, request_framing};
+    use tokio::time::Instant;
+
+    /// One request head read from `bytes`, and what was left after it.
+    async fn head_of(bytes: &[u8]) -> (Result<Head, ReadError>, usize) {
+        let mut r = bytes;
+        let mut buf = BytesMut::new();
+        let far = Instant::now() + Duration::from_secs(5);
+        let head = head::read(&mut r, &mut buf, 64 * 1024, far, far).await;
+        (head, buf.len() + r.len())
+    }
+
+    const REQUESTS: [&[u8]; 4] = [
+        b"POST http://api.example.com/v1/x?y=1 HTTP/1.1\r\nHost: api.example.com\r\n\
+          Content-Length: 5\r\nConnection: keep-alive\r\n\r\n",
+        b"POST http://api.example.com:8080/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\
+          Proxy-Authorization: Bearer secret\r\nX-A: 1\r\n\r\n",
+        b"GET http://[2001:db8::1]/ HTTP/1.0\r\nConnection: x-a\r\nX-A: 1\r\nAccept: */*\r\n\r\n",
+        b"PUT http://api.example.com/ HTTP/1.1\r\nHost: api.example.com:80\r\n\
+          Content-Length: 0\r\nTE: trailers\r\nUpgrade: h2c\r\n\r\n",
+    ];
+
+    /// Whatever an agent sends, a request sluice accepts reaches the origin
+    /// as one well-formed head that frames the body exactly as sluice
+    /// relays it, names the same host, and carries no `Proxy-*` header. A
+    /// request the origin read differently would be smuggling.
+    #[tokio::test]
+    async fn a_forwarded_head_is_read_by_the_origin_as_sluice_read_it() {
+        let mut accepted = 0;
+        for input in mangle::variants(&REQUESTS, 20_000, 0x0005_eed5_f0e4_a4d5) {
+            let Ok(head) = head_of(&input).await.0 else {
+                continue;
+            };
+            let Ok(target) = Target::parse(&head) else {
+                continue;
+            };
+            let Kind::Forward {
+                origin_form, body, ..
+            } = &target.kind
+            else {
+                continue;
+            };
+            accepted += 1;
+            let shown = String::from_utf8_lossy(&input);
+            let out = rewrite_request(&head, origin_form, &target);
+            let (sent, left) = head_of(&out).await;
+            let sent = sent.unwrap_or_else(|e| {
+                panic!("{e}: {shown:?} became {:?}", String::from_utf8_lossy(&out))
+            });
+            assert_eq!(left, 0, "{shown:?}");
+            assert_eq!(
+                request_framing(&sent),
+                Ok(*body),
+                "{shown:?} became {:?}",
+                String::from_utf8_lossy(&out)
+            );
+            let host = sent
+                .get_one("host")
+                .unwrap_or_else(|_| panic!("two Host headers: {out:?}"))
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| parse_authority(v, Some(80)).ok());
+            assert_eq!(
+                host,
+                Some((target.host.clone(), target.port)),
+                "{shown:?} became {:?}",
+                String::from_utf8_lossy(&out)
+            );
+            assert!(
+                !sent
+                    .headers()
+                    .any(|(n, _)| n.len() >= 6 && n[..6].eq_ignore_ascii_case("proxy-")),
+                "{:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        assert!(accepted > 1_000, "only {accepted} variants were accepted");
+    }
+}

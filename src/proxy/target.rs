@@ -127,9 +127,13 @@ fn check_host_header(head: &Head, host: &Host, port: u16) -> Result<(), &'static
 
 /// Request body framing, refusing the shapes that let two parsers disagree
 /// about where a request ends (request smuggling): Content-Length together
-/// with Transfer-Encoding, several Content-Length values, and any
-/// Transfer-Encoding other than exactly `chunked`.
-fn request_framing(head: &Head) -> Result<Framing, &'static str> {
+/// with Transfer-Encoding, several Content-Length values, any
+/// Transfer-Encoding other than exactly `chunked`, and a `Connection`
+/// header naming either (see [`names_framing`]).
+pub(super) fn request_framing(head: &Head) -> Result<Framing, &'static str> {
+    if names_framing(head.get_all("connection")) {
+        return Err("Connection names Content-Length or Transfer-Encoding");
+    }
     let te: Vec<&[u8]> = head.get_all("transfer-encoding").collect();
     let cl: Vec<&[u8]> = head.get_all("content-length").collect();
     if !te.is_empty() && !cl.is_empty() {
@@ -157,6 +161,21 @@ fn request_framing(head: &Head) -> Result<Framing, &'static str> {
             .ok_or("invalid Content-Length"),
         _ => Err("more than one Content-Length"),
     }
+}
+
+/// Whether `Connection` values name Content-Length or Transfer-Encoding.
+/// A proxy removes the headers `Connection` names (RFC 9110 §7.6.1), so
+/// forwarding such a message would take its framing away: the peer would
+/// read the body as the next message (request smuggling, or a response
+/// the client splits differently than sluice). Such messages are refused.
+pub fn names_framing<'a>(connection: impl Iterator<Item = &'a [u8]>) -> bool {
+    connection
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|t| {
+            t.eq_ignore_ascii_case(b"content-length")
+                || t.eq_ignore_ascii_case(b"transfer-encoding")
+        })
 }
 
 /// A Content-Length value: digits only (no sign, no list, no spaces inside).

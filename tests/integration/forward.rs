@@ -718,6 +718,15 @@ async fn request_smuggling_shapes_are_refused_before_anything_goes_upstream() {
         "GET http://api.example.com/s HTTP/1.1\r\nHost: api.example.com:8080\r\n\r\n".to_owned(),
         format!("GET {url} HTTP/1.1\r\n{host}{host}\r\n"),
         format!("GET {url}#frag HTTP/1.1\r\n{host}\r\n"),
+        // A proxy drops what Connection names: the origin would then read
+        // the body as a second request.
+        format!(
+            "POST {url} HTTP/1.1\r\n{host}Connection: content-length\r\nContent-Length: 5\r\n\r\nhello"
+        ),
+        format!(
+            "POST {url} HTTP/1.1\r\n{host}Connection: keep-alive, Transfer-Encoding\r\n\
+             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ),
     ];
     for raw in &cases {
         let mut s = net::connect_from(CI, p.addr).await;
@@ -746,6 +755,46 @@ async fn request_smuggling_shapes_are_refused_before_anything_goes_upstream() {
         cases.len() as f64
     );
     p.shutdown().await;
+}
+
+/// An origin whose response could be split two ways (its framing named by
+/// `Connection`, which a proxy must strip, or two lengths) gets the client a
+/// 502, never a response the client would read differently than sluice.
+#[tokio::test]
+async fn a_response_with_ambiguous_framing_is_502() {
+    for bad in [
+        "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nhello",
+        "HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n\
+         5\r\nhello\r\n0\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            read_until(&mut s, "\r\n\r\n").await;
+            s.write_all(bad.as_bytes()).await.unwrap();
+        });
+        let (_dns, mut p) = ci_proxy(port, "").await;
+        let mut s = net::connect_from(CI, p.addr).await;
+        let rsp = net::exchange(
+            &mut s,
+            &format!(
+                "GET http://api.example.com:{port}/ HTTP/1.1\r\nHost: api.example.com:{port}\r\n\r\n"
+            ),
+        )
+        .await;
+        assert_eq!(rsp.status, 502, "{bad:?}: {rsp:?}");
+        assert_eq!(
+            rsp.header("proxy-status"),
+            Some("sluice; error=destination_unavailable"),
+            "{bad:?}"
+        );
+        let log = p.next_log().await;
+        assert_eq!(log["status"], 502, "{bad:?}: {log}");
+        assert_eq!(log["decision"], "error", "{bad:?}: {log}");
+        p.shutdown().await;
+    }
 }
 
 #[tokio::test]

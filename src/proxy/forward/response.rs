@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{ForwardError, connection_tokens, hop_by_hop, push_header};
 use crate::proxy::body::READ_CHUNK;
-use crate::proxy::target::{Framing, parse_length};
+use crate::proxy::target::{Framing, names_framing, parse_length};
 
 /// Largest response head accepted from an origin.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -117,6 +117,11 @@ fn parse_response(buf: &mut BytesMut) -> Result<Option<Response>, ForwardError> 
 impl Response {
     /// RFC 9112 §6.3, strictly: conflicting lengths are the origin's error.
     pub(super) fn framing(&self, is_head: bool) -> Result<Framing, ForwardError> {
+        if names_framing(self.values("connection")) {
+            return Err(ForwardError::Upstream(
+                "Connection names Content-Length or Transfer-Encoding".to_owned(),
+            ));
+        }
         if is_head || self.status == 204 || self.status == 304 {
             return Ok(Framing::None);
         }
@@ -193,6 +198,7 @@ pub(super) fn rewrite_response(resp: &Response, close: bool) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mangle;
 
     async fn rewritten(raw: &str, close: bool) -> (String, String) {
         let mut buf = BytesMut::from(raw);
@@ -235,5 +241,50 @@ mod tests {
             out,
             "HTTP/1.1 404 \r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
         );
+    }
+
+    const RESPONSES: [&[u8]; 4] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive, x-a\r\nX-A: 1\r\n\r\n",
+        b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\nETag: \"a\"\r\n\r\n",
+    ];
+
+    /// Whatever an origin sends, a response head sluice accepts reaches the
+    /// client as one well-formed head with the same status and the same
+    /// body framing that sluice relays by: otherwise the client would split
+    /// the byte stream into responses differently than sluice does.
+    #[test]
+    fn a_relayed_response_head_is_read_by_the_client_as_sluice_read_it() {
+        let mut accepted = 0;
+        for input in mangle::variants(&RESPONSES, 20_000, 0x0bad_0e1e_c0de_0001) {
+            let mut buf = BytesMut::from(&input[..]);
+            let Ok(Some(resp)) = parse_response(&mut buf) else {
+                continue;
+            };
+            for is_head in [false, true] {
+                let Ok(framing) = resp.framing(is_head) else {
+                    continue;
+                };
+                accepted += 1;
+                for close in [false, true] {
+                    let out = rewrite_response(&resp, close);
+                    let shown = (
+                        String::from_utf8_lossy(&input),
+                        String::from_utf8_lossy(&out),
+                    );
+                    let mut again = BytesMut::from(&out[..]);
+                    let sent = match parse_response(&mut again) {
+                        Ok(Some(sent)) => sent,
+                        other => panic!("{:?}: {shown:?}", other.map(|r| r.map(|r| r.status))),
+                    };
+                    assert!(again.is_empty(), "{shown:?}");
+                    assert_eq!(sent.status, resp.status, "{shown:?}");
+                    assert_eq!(sent.framing(is_head).ok(), Some(framing), "{shown:?}");
+                    assert!(!close || sent.close, "{shown:?}");
+                }
+            }
+        }
+        assert!(accepted > 1_000, "only {accepted} variants were accepted");
     }
 }

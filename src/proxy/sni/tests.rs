@@ -11,6 +11,7 @@ use tokio::io::AsyncReadExt;
 use tokio_rustls::TlsConnector;
 
 use super::*;
+use crate::mangle::Rng;
 
 const NAME: &str = "api.example.com";
 
@@ -67,27 +68,6 @@ async fn rustls_hellos() -> Vec<(String, Vec<u8>, Peek)> {
         hellos.push((format!("{label} ip"), rustls_hello(config, ip).await, bare));
     }
     hellos
-}
-
-/// Deterministic xorshift64*: reproducible without extra crates.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform-enough in `0..n`; `n` must be non-zero.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn byte(&mut self) -> u8 {
-        self.next().to_be_bytes()[0]
-    }
 }
 
 fn u16_len(bytes: &[u8]) -> [u8; 2] {
