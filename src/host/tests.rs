@@ -414,3 +414,42 @@ fn fast_path_matches_idna() {
         assert!(!is_canonical_ascii(input), "{input:?}");
     }
 }
+
+/// Whatever an agent writes as a destination, what sluice makes of it is a
+/// fixed point: the normal form, parsed again, is itself. The policy, the
+/// log and the resolver all see that one form, so a spelling cannot match
+/// differently in one place than in another.
+#[test]
+fn mangled_authorities_normalise_to_a_fixed_point() {
+    let seeds: [&[u8]; 8] = [
+        b"api.example.com:443",
+        "Bücher.Example.:8443".as_bytes(),
+        b"xn--bcher-kva.example",
+        b"[2001:db8::1]:443",
+        b"[::ffff:127.0.0.1]:80",
+        b"127.0.0.1:80",
+        "１２７．０．０．１:443".as_bytes(),
+        b"a_b.example.com.:1",
+    ];
+    let mut accepted = 0;
+    for input in crate::mangle::variants(&seeds, 20_000, 0x4057_0000_0000_0001) {
+        let input = String::from_utf8_lossy(&input);
+        let Ok((host, port)) = parse_authority(&input, Some(443)) else {
+            continue;
+        };
+        accepted += 1;
+        let shown = host.to_string();
+        assert_eq!(
+            parse_authority(&format!("{shown}:{port}"), None),
+            Ok((host.clone(), port)),
+            "{input:?} became {shown:?}"
+        );
+        if let Host::Name(name) = &host {
+            let s = name.as_str();
+            assert!(s.is_ascii() && !s.ends_with('.'), "{input:?} became {s:?}");
+            assert_eq!(s, s.to_ascii_lowercase(), "{input:?}");
+            assert_eq!(Name::parse(s).as_ref(), Ok(name), "{input:?} became {s:?}");
+        }
+    }
+    assert!(accepted > 2_000, "only {accepted} variants were accepted");
+}

@@ -167,4 +167,47 @@ mod tests {
             assert!(scan_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }
+
+    /// The outcome of scanning `input` in the pieces `cuts` makes: bytes
+    /// of body and whether it ended, or the first error.
+    fn scan_pieces(input: &[u8], cuts: &[usize]) -> Result<(usize, bool), &'static str> {
+        let mut c = Chunked::default();
+        let mut taken = 0;
+        let mut from = 0;
+        for &cut in cuts.iter().chain([&input.len()]) {
+            taken += c.scan(&input[from..cut])?;
+            from = cut;
+        }
+        Ok((taken, c.done()))
+    }
+
+    /// Mangled bodies never panic the scanner, and however the bytes arrive
+    /// (as reads split them) the answer is the same: where the body ends
+    /// must not depend on packet boundaries.
+    #[test]
+    fn mangled_bodies_get_one_answer_however_they_are_split() {
+        let seeds: [&[u8]; 3] = [
+            b"5\r\nhello\r\n1;ext=\"a b\"\r\n!\r\n0\r\nX-T: 1\r\n\r\nNEXT",
+            b"10\r\n0123456789abcdef\r\n0\r\n\r\n",
+            b"fffffffffffffff\r\nab\r\n",
+        ];
+        let mut rng = crate::mangle::Rng(0xc4a2_e0d5_0000_0001);
+        let mut ended = 0;
+        for input in crate::mangle::variants(&seeds, 20_000, 0xc4a2_e0d5_0000_0002) {
+            let whole = scan_all(&input);
+            let mut cuts = [rng.below(input.len() + 1), rng.below(input.len() + 1)];
+            cuts.sort_unstable();
+            assert_eq!(
+                scan_pieces(&input, &cuts),
+                whole,
+                "{:?} cut at {cuts:?}",
+                String::from_utf8_lossy(&input)
+            );
+            if let Ok((n, true)) = whole {
+                assert!(n <= input.len());
+                ended += 1;
+            }
+        }
+        assert!(ended > 1_000, "only {ended} variants ended");
+    }
 }
