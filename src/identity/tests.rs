@@ -325,3 +325,46 @@ fn log_tokens() {
     assert_eq!(IdentityError::Unidentified.as_str(), "unidentified");
     assert_eq!(IdentityError::BadCredentials.as_str(), "bad_credentials");
 }
+
+/// Near-misses of real credentials (a name or token one edit away, case
+/// changed, padding, separators) never identify anyone, and a bad
+/// credential never falls back to the caller's source address: only an
+/// exact (name, token) pair names its agent.
+#[test]
+fn mangled_credentials_identify_no_one() {
+    let p = policy(&config());
+    let valid = [
+        ("ci", "ci-token"),
+        ("ci", "ci-token-2"),
+        ("notebook", "nb:token:with:colons"),
+        ("orchestrator", "orch-token"),
+    ];
+    let seeds: Vec<String> = valid.iter().map(|(n, t)| format!("{n}:{t}")).collect();
+    let seeds: Vec<&[u8]> = seeds.iter().map(|s| s.as_bytes()).collect();
+    let mut rng = crate::mangle::Rng(0x1d_0000_0001);
+    for creds in crate::mangle::variants(&seeds, 20_000, 0x1d_0000_0002) {
+        let plain = String::from_utf8_lossy(&creds).into_owned();
+        let want = match plain.split_once(':') {
+            Some((n, t)) if valid.contains(&(n, t)) => ok(n, Method::Token),
+            _ => Err(IdentityError::BadCredentials),
+        };
+        // From inside ci's source range: a failed token must not fall back.
+        assert_eq!(
+            identify(&p, "10.9.0.5", None, Some(&basic(&plain))),
+            want,
+            "{plain:?}"
+        );
+        // The header itself mangled: whatever it decodes to must be exact.
+        let mut header = basic(&plain).into_bytes();
+        crate::mangle::mutate_text(&mut header, &mut rng);
+        let header = String::from_utf8_lossy(&header);
+        if let Ok((name, method)) = identify(&p, "10.9.0.5", None, Some(&header)) {
+            assert_eq!(method, Method::Token, "{header:?}");
+            let decoded = parse_basic(header.as_bytes()).unwrap_or_default();
+            assert!(
+                valid.contains(&(decoded.0.as_str(), decoded.1.as_str())) && decoded.0 == name,
+                "{header:?} identified {name}"
+            );
+        }
+    }
+}
