@@ -27,6 +27,9 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
+    /// The origin's response head was not one sluice will relay.
+    #[error("invalid response: {0}")]
+    UpstreamProtocol(String),
     #[error("connection limit reached")]
     ConnectionLimit,
 }
@@ -67,7 +70,7 @@ impl ProxyError {
                 kind: ConnectFailure::Timeout,
                 ..
             } => 504,
-            ProxyError::Connect { .. } => 502,
+            ProxyError::Connect { .. } | ProxyError::UpstreamProtocol(_) => 502,
             ProxyError::ConnectionLimit => 503,
         }
     }
@@ -86,6 +89,7 @@ impl ProxyError {
                 ConnectFailure::Unavailable => "destination_unavailable",
                 ConnectFailure::Timeout => "connection_timeout",
             },
+            ProxyError::UpstreamProtocol(_) => "http_protocol_error",
             ProxyError::ConnectionLimit => "connection_limit",
         }
     }
@@ -94,7 +98,9 @@ impl ProxyError {
     /// DNS or the upstream failed; `deny` otherwise.
     pub fn decision(&self) -> &'static str {
         match self {
-            ProxyError::Dns(_) | ProxyError::Connect { .. } => "error",
+            ProxyError::Dns(_) | ProxyError::Connect { .. } | ProxyError::UpstreamProtocol(_) => {
+                "error"
+            }
             _ => "deny",
         }
     }
@@ -116,6 +122,7 @@ impl ProxyError {
                 ConnectFailure::Unavailable => "destination_unavailable",
                 ConnectFailure::Timeout => "connection_timeout",
             },
+            ProxyError::UpstreamProtocol(_) => "http_protocol_error",
             ProxyError::ConnectionLimit => "connection_limit_reached",
         };
         format!("sluice; error={error}")
@@ -164,6 +171,9 @@ impl ProxyError {
                 ConnectFailure::Unavailable => format!("sluice: {dest} is unreachable"),
                 ConnectFailure::Timeout => format!("sluice: connecting to {dest} timed out"),
             },
+            ProxyError::UpstreamProtocol(why) => {
+                format!("sluice: {dest} sent a response sluice will not relay: {why}")
+            }
             ProxyError::ConnectionLimit => {
                 "sluice: too many connections; try again later".to_owned()
             }
@@ -284,6 +294,12 @@ mod tests {
                 504,
                 "sluice; error=connection_timeout",
                 "connection_timeout",
+            ),
+            (
+                ProxyError::UpstreamProtocol("x".to_owned()),
+                502,
+                "sluice; error=http_protocol_error",
+                "http_protocol_error",
             ),
             (
                 ProxyError::Malformed("x"),

@@ -43,10 +43,16 @@ pub enum ForwardError {
     /// (`responded`), the client can still be told so with a 400.
     #[error("request body: {why}")]
     ClientBody { why: &'static str, responded: bool },
-    /// The origin failed or sent something unusable before any response
-    /// byte reached the client: answer 502.
+    /// The origin's connection failed (reset, closed, idle) before any
+    /// response byte reached the client: answer 502. On a pooled
+    /// connection, a safe request is retried on a fresh one.
     #[error("upstream: {0}")]
     Upstream(String),
+    /// The origin answered with a response head sluice will not relay
+    /// (malformed, too large, or framed ambiguously), before any response
+    /// byte reached the client: answer 502 `http_protocol_error`.
+    #[error("invalid response: {0}")]
+    Protocol(String),
     /// Something failed after the response had started: the client
     /// connection can only be closed.
     #[error("relay: {0}")]
@@ -211,8 +217,8 @@ where
         let resp = read_response(ur, ubuf, idle).await?;
         match resp.status {
             101 => {
-                return Err(ForwardError::Upstream(
-                    "origin switched protocols without an Upgrade request".to_owned(),
+                return Err(ForwardError::Protocol(
+                    "101 Switching Protocols without an Upgrade request".to_owned(),
                 ));
             }
             100..200 => {

@@ -384,6 +384,13 @@ impl<S: ClientIo> Conn<S> {
                 self.refuse_in_place(policy, e, log, None).await;
                 false
             }
+            Err(forward::ForwardError::Protocol(why)) => {
+                tracing::debug!(peer = %self.peer, "invalid response: {why}");
+                drop(up);
+                let e = ProxyError::UpstreamProtocol(why);
+                self.refuse_in_place(policy, e, log, None).await;
+                false
+            }
             Err(forward::ForwardError::ClientBody {
                 why,
                 responded: false,

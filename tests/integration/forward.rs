@@ -787,12 +787,19 @@ async fn a_response_with_ambiguous_framing_is_502() {
         assert_eq!(rsp.status, 502, "{bad:?}: {rsp:?}");
         assert_eq!(
             rsp.header("proxy-status"),
-            Some("sluice; error=destination_unavailable"),
+            Some("sluice; error=http_protocol_error"),
             "{bad:?}"
+        );
+        assert!(
+            rsp.body.starts_with(&format!(
+                "sluice: api.example.com:{port} sent a response sluice will not relay: "
+            )),
+            "{bad:?}: {rsp:?}"
         );
         let log = p.next_log().await;
         assert_eq!(log["status"], 502, "{bad:?}: {log}");
         assert_eq!(log["decision"], "error", "{bad:?}: {log}");
+        assert_eq!(log["reason"], "http_protocol_error", "{bad:?}: {log}");
         p.shutdown().await;
     }
 }

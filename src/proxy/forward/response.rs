@@ -71,10 +71,10 @@ fn parse_response(buf: &mut BytesMut) -> Result<Option<Response>, ForwardError> 
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => return Ok(None),
         Ok(httparse::Status::Partial) => {
-            return Err(ForwardError::Upstream("response head too large".to_owned()));
+            return Err(ForwardError::Protocol("response head too large".to_owned()));
         }
         Err(e) => {
-            return Err(ForwardError::Upstream(format!(
+            return Err(ForwardError::Protocol(format!(
                 "malformed response head: {e}"
             )));
         }
@@ -118,7 +118,7 @@ impl Response {
     /// RFC 9112 §6.3, strictly: conflicting lengths are the origin's error.
     pub(super) fn framing(&self, is_head: bool) -> Result<Framing, ForwardError> {
         if names_framing(self.values("connection")) {
-            return Err(ForwardError::Upstream(
+            return Err(ForwardError::Protocol(
                 "Connection names Content-Length or Transfer-Encoding".to_owned(),
             ));
         }
@@ -142,9 +142,9 @@ impl Response {
         let mut len: Option<u64> = None;
         for v in self.values("content-length") {
             let n = parse_length(v)
-                .ok_or_else(|| ForwardError::Upstream("invalid Content-Length".to_owned()))?;
+                .ok_or_else(|| ForwardError::Protocol("invalid Content-Length".to_owned()))?;
             if len.is_some_and(|l| l != n) {
-                return Err(ForwardError::Upstream(
+                return Err(ForwardError::Protocol(
                     "conflicting Content-Length values".to_owned(),
                 ));
             }
