@@ -30,6 +30,9 @@ pub enum ProxyError {
     /// The origin's response head was not one sluice will relay.
     #[error("invalid response: {0}")]
     UpstreamProtocol(String),
+    /// The origin sent no response head within the idle timeout.
+    #[error("no response before the idle timeout")]
+    ResponseTimeout,
     #[error("connection limit reached")]
     ConnectionLimit,
 }
@@ -69,7 +72,8 @@ impl ProxyError {
             ProxyError::Connect {
                 kind: ConnectFailure::Timeout,
                 ..
-            } => 504,
+            }
+            | ProxyError::ResponseTimeout => 504,
             ProxyError::Connect { .. } | ProxyError::UpstreamProtocol(_) => 502,
             ProxyError::ConnectionLimit => 503,
         }
@@ -90,6 +94,7 @@ impl ProxyError {
                 ConnectFailure::Timeout => "connection_timeout",
             },
             ProxyError::UpstreamProtocol(_) => "http_protocol_error",
+            ProxyError::ResponseTimeout => "http_response_timeout",
             ProxyError::ConnectionLimit => "connection_limit",
         }
     }
@@ -98,9 +103,10 @@ impl ProxyError {
     /// DNS or the upstream failed; `deny` otherwise.
     pub fn decision(&self) -> &'static str {
         match self {
-            ProxyError::Dns(_) | ProxyError::Connect { .. } | ProxyError::UpstreamProtocol(_) => {
-                "error"
-            }
+            ProxyError::Dns(_)
+            | ProxyError::Connect { .. }
+            | ProxyError::UpstreamProtocol(_)
+            | ProxyError::ResponseTimeout => "error",
             _ => "deny",
         }
     }
@@ -123,6 +129,7 @@ impl ProxyError {
                 ConnectFailure::Timeout => "connection_timeout",
             },
             ProxyError::UpstreamProtocol(_) => "http_protocol_error",
+            ProxyError::ResponseTimeout => "http_response_timeout",
             ProxyError::ConnectionLimit => "connection_limit_reached",
         };
         format!("sluice; error={error}")
@@ -174,6 +181,9 @@ impl ProxyError {
             ProxyError::UpstreamProtocol(why) => {
                 format!("sluice: {dest} sent a response sluice will not relay: {why}")
             }
+            ProxyError::ResponseTimeout => format!(
+                "sluice: {dest} took the request but sent no response within the idle timeout"
+            ),
             ProxyError::ConnectionLimit => {
                 "sluice: too many connections; try again later".to_owned()
             }
@@ -294,6 +304,12 @@ mod tests {
                 504,
                 "sluice; error=connection_timeout",
                 "connection_timeout",
+            ),
+            (
+                ProxyError::ResponseTimeout,
+                504,
+                "sluice; error=http_response_timeout",
+                "http_response_timeout",
             ),
             (
                 ProxyError::UpstreamProtocol("x".to_owned()),

@@ -53,6 +53,10 @@ pub enum ForwardError {
     /// byte reached the client: answer 502 `http_protocol_error`.
     #[error("invalid response: {0}")]
     Protocol(String),
+    /// The origin sent no response head within the idle timeout: answer
+    /// 504 `http_response_timeout` (never retried: it may be working).
+    #[error("no response before the idle timeout")]
+    Timeout,
     /// Something failed after the response had started: the client
     /// connection can only be closed.
     #[error("relay: {0}")]

@@ -384,6 +384,12 @@ impl<S: ClientIo> Conn<S> {
                 self.refuse_in_place(policy, e, log, None).await;
                 false
             }
+            Err(forward::ForwardError::Timeout) => {
+                drop(up);
+                self.refuse_in_place(policy, ProxyError::ResponseTimeout, log, None)
+                    .await;
+                false
+            }
             Err(forward::ForwardError::Protocol(why)) => {
                 tracing::debug!(peer = %self.peer, "invalid response: {why}");
                 drop(up);

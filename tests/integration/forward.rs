@@ -800,8 +800,53 @@ async fn a_response_with_ambiguous_framing_is_502() {
         assert_eq!(log["status"], 502, "{bad:?}: {log}");
         assert_eq!(log["decision"], "error", "{bad:?}: {log}");
         assert_eq!(log["reason"], "http_protocol_error", "{bad:?}: {log}");
+        drop(s);
         p.shutdown().await;
     }
+}
+
+/// An origin that takes the request and never answers: once
+/// `egress.idle_timeout` passes, the client gets a 504 that says so, and
+/// the request is not sent again.
+#[tokio::test]
+async fn an_origin_that_never_answers_is_504_http_response_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (got_request, request_seen) = oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        read_until(&mut s, "\r\n\r\n").await;
+        let _ = got_request.send(());
+        // Hold the connection open, silent, until sluice gives up on it.
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+    });
+    let text = ci(port, "").replace("[egress]\n", "[egress]\nidle_timeout = \"300ms\"\n");
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let mut p = proxy(&text).dns(&dns).run().await;
+    let mut s = net::connect_from(CI, p.addr).await;
+    let rsp = net::exchange(
+        &mut s,
+        &format!("GET http://api.example.com:{port}/slow HTTP/1.1\r\nHost: api.example.com:{port}\r\n\r\n"),
+    )
+    .await;
+    request_seen.await.unwrap();
+    assert_eq!(rsp.status, 504, "{rsp:?}");
+    assert_eq!(
+        rsp.header("proxy-status"),
+        Some("sluice; error=http_response_timeout")
+    );
+    assert!(
+        rsp.body
+            .contains("sent no response within the idle timeout"),
+        "{rsp:?}"
+    );
+    let log = p.next_log().await;
+    assert_eq!(log["decision"], "error", "{log}");
+    assert_eq!(log["reason"], "http_response_timeout", "{log}");
+    assert_eq!(log["status"], 504, "{log}");
+    drop(s);
+    p.shutdown().await;
 }
 
 #[tokio::test]

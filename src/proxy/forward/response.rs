@@ -45,11 +45,7 @@ pub(super) async fn read_response<R: AsyncRead + Unpin>(
         let n = match tokio::time::timeout(idle, r.read_buf(buf)).await {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => return Err(ForwardError::Upstream(e.to_string())),
-            Err(_) => {
-                return Err(ForwardError::Upstream(
-                    "no response before the idle timeout".to_owned(),
-                ));
-            }
+            Err(_) => return Err(ForwardError::Timeout),
         };
         if n == 0 {
             return Err(ForwardError::Upstream(
