@@ -74,8 +74,14 @@ pub(super) fn key_at(text: &str, offset: usize) -> String {
         .unwrap_or("")
         .trim();
     if line.starts_with('[') {
-        // The header itself is the unknown key: `[egres]`.
-        return header_name(line);
+        // The header itself is the unknown key: `[egres]`; an empty one
+        // (`[]`) still gets a name.
+        let name = header_name(line);
+        return if name.is_empty() {
+            "(table header)".to_owned()
+        } else {
+            name
+        };
     }
     let key = line_key(line).or(last_key).unwrap_or_default();
     match (table.is_empty(), key.is_empty()) {

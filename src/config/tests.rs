@@ -539,3 +539,40 @@ fn ipv4_mapped_ranges_are_rejected_with_their_ipv4_form() {
         "sluice.toml:3:12: agent[0].sources[0]: \"::ffff:10.0.0.0/104\" is an IPv4-mapped range: write it as IPv4, 10.0.0.0/8"
     );
 }
+
+/// Whatever an operator's editor (or a bad merge) does to a config file,
+/// loading it never panics, and a rejection points at a real place: a line
+/// of the file and a column on it, and names the key (or `(file)`).
+#[test]
+fn mangled_configs_are_rejected_at_a_real_place() {
+    let example = include_str!("../../config/example.toml");
+    let mut rejected = 0;
+    for input in crate::mangle::variants(&[example.as_bytes()], 3_000, 0xc0f1_6000_0000_0001) {
+        let text = String::from_utf8_lossy(&input);
+        let Err(ConfigError::Invalid(e)) = load(&text) else {
+            continue;
+        };
+        rejected += 1;
+        let lines: Vec<&str> = text.split('\n').collect();
+        let line = lines.get(e.line.wrapping_sub(1));
+        assert!(line.is_some(), "line {} of {}: {e}", e.line, lines.len());
+        let width = line.map_or(0, |l| l.chars().count());
+        assert!(
+            (1..=width + 1).contains(&e.col),
+            "col {} of {width}: {e}",
+            e.col
+        );
+        assert!(!e.key.is_empty() && !e.message.is_empty(), "{e}");
+    }
+    assert!(rejected > 1_000, "only {rejected} rejected");
+}
+
+#[test]
+fn an_empty_table_header_is_named() {
+    let e = invalid("[egress]\nports = [443]\n[]\n");
+    assert_eq!(
+        (e.line, e.col, e.key.as_str()),
+        (3, 2, "(table header)"),
+        "{e}"
+    );
+}
