@@ -290,3 +290,44 @@ fn ranges_are_canonical() {
         );
     }
 }
+
+/// Every IPv6 form that carries an IPv4 address is judged as that address,
+/// with and without exceptions, for addresses all over the IPv4 space (the
+/// edges of every forbidden range included): no form is a way around the
+/// table, and no exception reaches further through one.
+#[test]
+fn every_form_carrying_an_ipv4_address_is_judged_as_that_address() {
+    let mut rng = crate::mangle::Rng(0xadd2_0000_0000_0001);
+    let edges = V4_RANGES.iter().flat_map(|&(net, len, _)| {
+        let last = net | (u32::MAX.checked_shr(u32::from(len)).unwrap_or(0));
+        [net.wrapping_sub(1), net, last, last.wrapping_add(1)]
+    });
+    let random: Vec<u32> = (0..20_000).map(|_| rng.next() as u32).collect();
+    let allow: Vec<IpNet> = ["10.0.0.0/8", "169.254.169.254/32", "100.64.0.0/10"]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    for bits in edges.chain(random) {
+        let v4 = Ipv4Addr::from(bits);
+        let low = u128::from(bits);
+        let forms = [
+            0xffff_u128 << 32 | low,              // ::ffff:a.b.c.d (mapped)
+            0xffff_0000_u128 << 32 | low,         // ::ffff:0:a.b.c.d (translated)
+            0x0064_ff9b_u128 << 96 | low,         // 64:ff9b::a.b.c.d (NAT64)
+            0x2002_u128 << 112 | low << 80 | 0x1, // 2002:AABB:CCDD::1 (6to4)
+        ];
+        let mut all = forms.to_vec();
+        if bits > 1 {
+            all.push(low); // ::a.b.c.d (compatible)
+        }
+        for form in all {
+            let v6 = IpAddr::V6(Ipv6Addr::from(form));
+            assert_eq!(classify(v6), classify(IpAddr::V4(v4)), "{v6} vs {v4}");
+            assert_eq!(
+                check(v6, &allow),
+                check(IpAddr::V4(v4), &allow),
+                "{v6} vs {v4} with exceptions"
+            );
+        }
+    }
+}
