@@ -78,6 +78,9 @@ pub struct EgressConfig {
     pub idle_timeout: Duration,
     /// Refuse tunnels whose first bytes are not a ClientHello with SNI. Default false.
     pub require_sni: bool,
+    /// Let through ClientHellos that offer Encrypted Client Hello, whose
+    /// real server name the SNI check cannot see. Default false.
+    pub allow_ech: bool,
 }
 
 /// `[limits]`
@@ -148,6 +151,8 @@ pub struct AgentConfig {
     pub mode: Mode,
     /// Overrides `egress.require_sni` for this agent.
     pub require_sni: Option<bool>,
+    /// Overrides `egress.allow_ech` for this agent.
+    pub allow_ech: Option<bool>,
 }
 
 /// One allow or deny entry, as written and as compiled.

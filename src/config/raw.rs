@@ -114,6 +114,8 @@ pub(super) struct RawEgress {
     pub(super) idle_timeout: Duration,
     #[serde(default)]
     pub(super) require_sni: bool,
+    #[serde(default)]
+    pub(super) allow_ech: bool,
 }
 
 impl Default for RawEgress {
@@ -124,6 +126,7 @@ impl Default for RawEgress {
             connect_timeout: default_connect_timeout(),
             idle_timeout: default_idle_timeout(),
             require_sni: false,
+            allow_ech: false,
         }
     }
 }
@@ -235,6 +238,7 @@ pub(super) struct RawAgent {
     #[serde(default)]
     pub(super) mode: Option<Spanned<String>>,
     pub(super) require_sni: Option<bool>,
+    pub(super) allow_ech: Option<bool>,
 }
 
 /// An allow/deny entry: a bare string or a table with provenance.

@@ -157,11 +157,11 @@ fn unknown_key_messages_are_exact() {
         ),
         (
             "[egress]\nbogus = 1\n",
-            "sluice.toml:2:1: egress.bogus: unknown field `bogus`, expected one of `ports`, `allow_cidrs`, `connect_timeout`, `idle_timeout`, `require_sni`",
+            "sluice.toml:2:1: egress.bogus: unknown field `bogus`, expected one of `ports`, `allow_cidrs`, `connect_timeout`, `idle_timeout`, `require_sni`, `allow_ech`",
         ),
         (
             "[[agent]]\nname = \"a\"\nsources = [\"10.0.0.1\"]\nbogus = 1\n",
-            "sluice.toml:4:1: agent[0].bogus: unknown field `bogus`, expected one of `name`, `sources`, `token_sha256`, `spiffe_ids`, `allow`, `deny`, `mode`, `require_sni`",
+            "sluice.toml:4:1: agent[0].bogus: unknown field `bogus`, expected one of `name`, `sources`, `token_sha256`, `spiffe_ids`, `allow`, `deny`, `mode`, `require_sni`, `allow_ech`",
         ),
         (
             "[[agent]]\nname = \"a\"\nsources = [\"10.0.0.1\"]\nallow = [{ rule = \"x.com\", bogus = 1 }]\n",
@@ -415,6 +415,7 @@ fn defaults_when_sections_are_absent() {
     assert_eq!(c.egress.connect_timeout, Duration::from_secs(10));
     assert_eq!(c.egress.idle_timeout, Duration::from_secs(15 * 60));
     assert!(!c.egress.require_sni);
+    assert!(!c.egress.allow_ech, "ECH is refused unless allowed");
     assert_eq!(c.limits.head_size, 16384);
     assert_eq!(c.limits.head_timeout, Duration::from_secs(10));
     assert_eq!(c.limits.max_connections, 10_000);
@@ -431,6 +432,7 @@ fn defaults_when_sections_are_absent() {
     let a = &c.agents[0];
     assert_eq!(a.mode, Mode::Enforce);
     assert_eq!(a.require_sni, None);
+    assert_eq!(a.allow_ech, None);
     assert!(a.allow.is_empty() && a.deny.is_empty());
     assert!(a.token_sha256.is_empty() && a.spiffe_ids.is_empty());
 
@@ -455,6 +457,7 @@ ports = [443, 8443]
 allow_cidrs = [\"10.96.0.0/12\", \"fd00::1\"]
 idle_timeout = \"1h 30m\"
 require_sni = true
+allow_ech = true
 [limits]
 head_size = 1024
 [log]
@@ -471,6 +474,7 @@ token_sha256 = [\"F0049E4F31B8E4652BF300D3143632504DC5B4391636BC9EE5106084521EE7
 spiffe_ids = [\"spiffe://cluster.local/ns/agents/sa/ci\"]
 mode = \"report\"
 require_sni = false
+allow_ech = false
 ";
     let c = Config::from_toml(text, Path::new("/etc/sluice/sluice.toml")).unwrap();
     assert_eq!(c.proxy.tls_listen, Some("[::1]:3129".parse().unwrap()));
@@ -493,6 +497,7 @@ require_sni = false
     );
     assert_eq!(c.egress.idle_timeout, Duration::from_secs(90 * 60));
     assert!(c.egress.require_sni);
+    assert!(c.egress.allow_ech);
     assert_eq!(c.limits.head_size, 1024);
     // Relative paths are relative to the config file, not the working directory.
     assert_eq!(
@@ -519,6 +524,7 @@ require_sni = false
     assert_eq!(a.spiffe_ids, ["spiffe://cluster.local/ns/agents/sa/ci"]);
     assert_eq!(a.mode, Mode::Report);
     assert_eq!(a.require_sni, Some(false));
+    assert_eq!(a.allow_ech, Some(false));
 }
 
 #[test]

@@ -149,6 +149,7 @@ impl Cx<'_> {
             connect_timeout: egress.connect_timeout,
             idle_timeout: egress.idle_timeout,
             require_sni: egress.require_sni,
+            allow_ech: egress.allow_ech,
         })
     }
 
@@ -249,6 +250,7 @@ impl Cx<'_> {
             deny: self.rules(&a.deny, &key("deny"))?,
             mode,
             require_sni: a.require_sni,
+            allow_ech: a.allow_ech,
         })
     }
 

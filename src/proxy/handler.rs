@@ -332,6 +332,7 @@ impl<S: ClientIo> Conn<S> {
             idle_timeout: egress.idle_timeout,
             sni_host: a.target.host.name(),
             require_sni: agent.require_sni,
+            allow_ech: agent.allow_ech,
         };
         let pending = std::mem::take(&mut self.buf);
         let out = relay::tunnel(&mut self.stream, pending, upstream, &opts).await;
@@ -339,6 +340,7 @@ impl<S: ClientIo> Conn<S> {
         log.record.bytes_up = Some(out.bytes_up);
         log.record.bytes_down = Some(out.bytes_down);
         log.record.sni = out.sni;
+        log.record.ech = out.ech.then_some(true);
         match out.end {
             relay::End::Refused(reason) => {
                 log.record.decision = "deny";

@@ -52,6 +52,8 @@ pub struct Options<'a> {
     pub sni_host: Option<&'a Name>,
     /// Refuse first bytes that are not a ClientHello carrying SNI.
     pub require_sni: bool,
+    /// Let through a ClientHello that offers Encrypted Client Hello.
+    pub allow_ech: bool,
 }
 
 /// How a tunnel ended.
@@ -61,7 +63,8 @@ pub enum End {
     Closed,
     /// Nothing moved for `idle_timeout`.
     Idle,
-    /// The SNI gate refused the tunnel (log reason `sni_mismatch` or `sni_missing`).
+    /// The SNI gate refused the tunnel (log reason `sni_mismatch`,
+    /// `sni_missing` or `ech_refused`).
     Refused(&'static str),
     /// A read or write failed (a reset, usually).
     Error(io::Error),
@@ -73,6 +76,8 @@ pub struct Outcome {
     pub bytes_up: u64,
     pub bytes_down: u64,
     pub sni: Option<String>,
+    /// The ClientHello offered Encrypted Client Hello (and it was allowed).
+    pub ech: bool,
     pub end: End,
 }
 
@@ -90,7 +95,7 @@ pub async fn tunnel<C: ClientIo>(
     let activity = Activity::new();
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
-    let mut sni: Option<String> = None;
+    let mut hello = Hello::default();
     let (mut ur, mut uw) = upstream.split();
     // Both directions run until both finish or one fails; the watchdog ends
     // the tunnel once nothing has moved for `idle_timeout`. Every future is
@@ -105,7 +110,7 @@ pub async fn tunnel<C: ClientIo>(
                 res = async {
                     tokio::try_join!(
                         async {
-                            sni = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
+                            hello = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
                             pump_tcp(&mut cr, &mut uw, &up, &activity).await
                         },
                         pump_tcp(&mut ur, &mut cw, &down, &activity),
@@ -121,7 +126,7 @@ pub async fn tunnel<C: ClientIo>(
                 res = async {
                     tokio::try_join!(
                         async {
-                            sni = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
+                            hello = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
                             pump(&mut cr, &mut uw, &up, &activity).await
                         },
                         pump(&mut ur, &mut cw, &down, &activity),
@@ -134,9 +139,19 @@ pub async fn tunnel<C: ClientIo>(
     Outcome {
         bytes_up: up.load(Ordering::Relaxed),
         bytes_down: down.load(Ordering::Relaxed),
-        sni,
+        sni: hello.sni,
+        ech: hello.ech,
         end,
     }
+}
+
+/// What the SNI gate saw in a ClientHello that it let through.
+#[derive(Debug, Default)]
+struct Hello {
+    /// The server_name as sent.
+    sni: Option<String>,
+    /// An Encrypted Client Hello extension was present.
+    ech: bool,
 }
 
 /// Resolves with `End::Idle` once nothing has moved for `idle`.
@@ -150,7 +165,7 @@ async fn watchdog(activity: &Activity, idle: Duration) -> End {
 }
 
 /// Passes the client's opening bytes through the SNI gate and on to the
-/// upstream; returns the SNI seen. The gate's buffer is freed here.
+/// upstream; returns what the gate saw. The gate's buffer is freed here.
 async fn open<R, W>(
     cr: &mut R,
     uw: &mut W,
@@ -158,7 +173,7 @@ async fn open<R, W>(
     opts: &Options<'_>,
     up: &AtomicU64,
     activity: &Activity,
-) -> Result<Option<String>, End>
+) -> Result<Hello, End>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -172,31 +187,40 @@ where
 }
 
 /// Reads the client's opening bytes until the ClientHello can be judged.
-/// Returns the bytes to forward and the SNI as sent.
+/// Returns the bytes to forward and what the hello showed.
+///
+/// With Encrypted Client Hello, the name checked here is only the outer
+/// one: a shared front holding the ECH key (a CDN) routes on the encrypted
+/// inner name, so an agent allowed one site on that front could reach any
+/// other. Such hellos are refused unless `allow_ech`, after the outer name
+/// has been checked.
 async fn gate<R: AsyncRead + Unpin>(
     r: &mut R,
     mut pending: BytesMut,
     opts: &Options<'_>,
     activity: &Activity,
-) -> Result<(BytesMut, Option<String>), End> {
+) -> Result<(BytesMut, Hello), End> {
     let Some(expected) = opts.sni_host else {
-        return Ok((pending, None));
+        return Ok((pending, Hello::default()));
     };
     loop {
         let verdict = match sni::parse(&pending) {
             Peek::NeedMore => None,
             Peek::NotTls if opts.require_sni => Some(Err(End::Refused("sni_missing"))),
-            Peek::NotTls => Some(Ok(None)),
-            Peek::ClientHello { sni: None } if opts.require_sni => {
+            Peek::NotTls => Some(Ok(Hello::default())),
+            Peek::ClientHello { sni: None, .. } if opts.require_sni => {
                 Some(Err(End::Refused("sni_missing")))
             }
-            Peek::ClientHello { sni: None } => Some(Ok(None)),
-            Peek::ClientHello { sni: Some(s) } => {
-                let same = matches!(Host::parse(&s), Ok(Host::Name(n)) if &n == expected);
-                Some(if same {
-                    Ok(Some(s))
-                } else {
+            Peek::ClientHello { sni, ech } => {
+                let same = sni
+                    .as_deref()
+                    .is_none_or(|s| matches!(Host::parse(s), Ok(Host::Name(n)) if &n == expected));
+                Some(if !same {
                     Err(End::Refused("sni_mismatch"))
+                } else if ech && !opts.allow_ech {
+                    Err(End::Refused("ech_refused"))
+                } else {
+                    Ok(Hello { sni, ech })
                 })
             }
             // A hello we cannot read might be read differently by the
@@ -221,7 +245,7 @@ async fn gate<R: AsyncRead + Unpin>(
             return if opts.require_sni || !pending.is_empty() {
                 Err(End::Refused("sni_missing"))
             } else {
-                Ok((pending, None))
+                Ok((pending, Hello::default()))
             };
         }
         activity.touch();

@@ -9,7 +9,10 @@
 //! The parser is strict where leniency would let the name we check differ
 //! from the name the upstream server acts on: several host names, a second
 //! server_name extension, name types nobody defines, or bytes left over
-//! inside the hello are all refused rather than guessed at.
+//! inside the hello are all refused rather than guessed at. It also reports
+//! whether the hello offers Encrypted Client Hello: then the name checked
+//! is only the outer one, and the server may act on an encrypted inner name
+//! the proxy cannot see.
 
 /// The most bytes the proxy buffers while waiting for a complete ClientHello.
 ///
@@ -37,6 +40,11 @@ pub enum Peek {
     ClientHello {
         /// The requested host name, not normalised.
         sni: Option<String>,
+        /// The hello carries an Encrypted Client Hello (or ESNI) extension:
+        /// `sni` is then the outer, public name, and a server holding the
+        /// ECH key routes on the encrypted inner one. A GREASE extension
+        /// (sent by browsers that have no ECH key) looks the same, by design.
+        ech: bool,
     },
     /// It starts like TLS (first byte 0x16) but is not a well-formed
     /// ClientHello: bad lengths, a record version other than 3.x, another
@@ -67,7 +75,7 @@ pub fn parse(buf: &[u8]) -> Peek {
         Err(peek) => return peek,
     };
     match client_hello_sni(&message) {
-        Ok(sni) => Peek::ClientHello { sni },
+        Ok((sni, ech)) => Peek::ClientHello { sni, ech },
         Err(why) => Peek::Malformed(why),
     }
 }
@@ -78,6 +86,13 @@ const CONTENT_HANDSHAKE: u8 = 0x16;
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 /// Extension type of server_name (RFC 6066 §3).
 const EXTENSION_SERVER_NAME: u16 = 0;
+/// Extension types that carry an encrypted ClientHello or server name:
+/// encrypted_client_hello (0xfe0d, and 0xfe08-0xfe0c of the drafts before
+/// it) and the older encrypted_server_name (0xffce).
+fn is_ech(kind: u16) -> bool {
+    matches!(kind, 0xfe08..=0xfe0d | 0xffce)
+}
+
 /// The only ServerName type RFC 6066 defines.
 const NAME_TYPE_HOST_NAME: u8 = 0;
 /// Record header: content type, legacy version (2), length (2).
@@ -185,8 +200,8 @@ fn need_more(buf: &[u8]) -> Peek {
 }
 
 /// Walk a complete ClientHello (handshake header included) to the
-/// server_name extension (RFC 8446 §4.1.2).
-fn client_hello_sni(message: &[u8]) -> Result<Option<String>, &'static str> {
+/// server_name extension (RFC 8446 §4.1.2); also say whether it offers ECH.
+fn client_hello_sni(message: &[u8]) -> Result<(Option<String>, bool), &'static str> {
     let mut r = Reader(message.get(HANDSHAKE_HEADER_LEN..).unwrap_or_default());
     let version = r.take(2).ok_or("truncated ClientHello version")?;
     if version.first() != Some(&3) {
@@ -209,13 +224,14 @@ fn client_hello_sni(message: &[u8]) -> Result<Option<String>, &'static str> {
     }
     if r.0.is_empty() {
         // Hellos from before extensions existed end here; they carry no SNI.
-        return Ok(None);
+        return Ok((None, false));
     }
     let mut extensions = Reader(r.vec16().ok_or("extensions overrun the ClientHello")?);
     if !r.0.is_empty() {
         return Err("bytes after the ClientHello extensions");
     }
     let mut sni = None;
+    let mut ech = false;
     while !extensions.0.is_empty() {
         let kind = extensions.u16().ok_or("truncated extension header")?;
         let data = extensions
@@ -229,8 +245,9 @@ fn client_hello_sni(message: &[u8]) -> Result<Option<String>, &'static str> {
             }
             sni = Some(host_name(data)?);
         }
+        ech |= is_ech(kind);
     }
-    Ok(sni)
+    Ok((sni, ech))
 }
 
 /// The host_name entry of a server_name extension's data (RFC 6066 §3).

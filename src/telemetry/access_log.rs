@@ -74,6 +74,10 @@ pub struct Record {
     pub ip: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
+    /// `true` when the tunnel's ClientHello offered Encrypted Client Hello
+    /// (`egress.allow_ech` let it through); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ech: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_up: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]

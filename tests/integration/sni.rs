@@ -149,3 +149,71 @@ async fn half_close_before_any_byte_still_relays_the_answer() {
     );
     p.shutdown().await;
 }
+
+/// A ClientHello naming `name` in server_name and carrying an Encrypted
+/// Client Hello extension (0xfe0d): what a client sends to reach, through
+/// a shared front that holds the ECH key, whatever host the encrypted
+/// inner hello names. Built by hand: the test's rustls has no HPKE.
+fn hello_with_ech(name: &str) -> Vec<u8> {
+    fn vec16(data: &[u8]) -> Vec<u8> {
+        [&u16::try_from(data.len()).unwrap().to_be_bytes()[..], data].concat()
+    }
+    let entry = [&[0u8][..], &vec16(name.as_bytes())].concat();
+    let server_name = [&0u16.to_be_bytes()[..], &vec16(&vec16(&entry))].concat();
+    // outer type, cipher suite, config id, encapsulated key, payload
+    let ech_data = [
+        &[0u8, 0, 1, 0, 1, 7][..],
+        &vec16(&[0x11; 32]),
+        &vec16(&[0x22; 64]),
+    ]
+    .concat();
+    let ech = [&0xfe0du16.to_be_bytes()[..], &vec16(&ech_data)].concat();
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[0xab; 32]); // random
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]); // session id, suites, compression
+    body.extend_from_slice(&vec16(&[server_name, ech].concat()));
+    let len = u32::try_from(body.len()).unwrap().to_be_bytes();
+    let handshake = [&[1u8][..], &len[1..], &body].concat();
+    [&[0x16u8, 3, 1][..], &vec16(&handshake)].concat()
+}
+
+/// With ECH, the checked name is only the outer one: refused unless the
+/// agent (or `egress`) has `allow_ech`, before a byte reaches the origin.
+#[tokio::test]
+async fn a_hello_offering_ech_is_refused_unless_allowed() {
+    let origin = TlsOrigin::start(&["api.example.com"]).await;
+    let (_dns, mut p, mut tcp) = tunnel(origin.port()).await;
+    tcp.write_all(&hello_with_ech("api.example.com"))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest).await;
+    let log = p.next_log().await;
+    assert_eq!(log["decision"], "deny", "{log}");
+    assert_eq!(log["reason"], "ech_refused", "{log}");
+    assert_eq!(log["bytes_up"], 0, "{log}");
+    assert_eq!(origin.received(), 0, "bytes reached the origin");
+    p.shutdown().await;
+
+    // Allowed for this agent: the hello goes through, and the log says ECH.
+    let dns = dns().a("api.example.com", [127, 0, 0, 1]).run().await;
+    let text = config(origin.port(), "").replace(
+        "sources = [\"127.0.0.11\"]\n",
+        "sources = [\"127.0.0.11\"]\nallow_ech = true\n",
+    );
+    let mut p = proxy(&text).dns(&dns).run().await;
+    let target = format!("api.example.com:{}", origin.port());
+    let (mut tcp, rsp) = net::connect(CI, p.addr, &target, "").await;
+    assert_eq!(rsp.status, 200);
+    let hello = hello_with_ech("api.example.com");
+    tcp.write_all(&hello).await.unwrap();
+    // The origin cannot complete this handshake and closes.
+    let _ = tcp.read_to_end(&mut rest).await;
+    drop(tcp);
+    let log = p.next_log().await;
+    assert_eq!(log["decision"], "allow", "{log}");
+    assert_eq!(log["sni"], "api.example.com", "{log}");
+    assert_eq!(log["ech"], true, "{log}");
+    assert_eq!(log["bytes_up"], hello.len(), "{log}");
+    p.shutdown().await;
+}

@@ -58,8 +58,12 @@ async fn rustls_hellos() -> Vec<(String, Vec<u8>, Peek)> {
         let ip = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)).into());
         let named = Peek::ClientHello {
             sni: Some(NAME.to_owned()),
+            ech: false,
         };
-        let bare = Peek::ClientHello { sni: None };
+        let bare = Peek::ClientHello {
+            sni: None,
+            ech: false,
+        };
         hellos.push((
             format!("{label} dns"),
             rustls_hello(config.clone(), dns).await,
@@ -156,7 +160,13 @@ async fn rustls_hello_without_sni_has_none() {
     let mut config = config(rustls::ALL_VERSIONS);
     config.enable_sni = false;
     let hello = rustls_hello(config, ServerName::try_from(NAME).unwrap().to_owned()).await;
-    assert_eq!(parse(&hello), Peek::ClientHello { sni: None });
+    assert_eq!(
+        parse(&hello),
+        Peek::ClientHello {
+            sni: None,
+            ech: false,
+        }
+    );
 }
 
 #[tokio::test]
@@ -213,18 +223,34 @@ fn non_tls_first_bytes_are_not_tls() {
 fn hand_built_hellos_give_their_server_name() {
     let named = |name: &str| Peek::ClientHello {
         sni: Some(name.to_owned()),
+        ech: false,
     };
     let no_ext = record(&handshake(
         HANDSHAKE_CLIENT_HELLO,
         &hello_body(&[7; 32], None),
     ));
-    assert_eq!(parse(&no_ext), Peek::ClientHello { sni: None });
-    assert_eq!(parse(&hello_with(&[])), Peek::ClientHello { sni: None });
+    assert_eq!(
+        parse(&no_ext),
+        Peek::ClientHello {
+            sni: None,
+            ech: false,
+        }
+    );
+    assert_eq!(
+        parse(&hello_with(&[])),
+        Peek::ClientHello {
+            sni: None,
+            ech: false,
+        }
+    );
     let grease = extension(0x0a0a, &[]);
     let alpn = extension(16, b"\x00\x03\x02h2");
     assert_eq!(
         parse(&hello_with(&[grease.clone(), alpn.clone()].concat())),
-        Peek::ClientHello { sni: None }
+        Peek::ClientHello {
+            sni: None,
+            ech: false,
+        }
     );
     let sni = server_name(&[(0, b"a.example")]);
     assert_eq!(
@@ -357,7 +383,13 @@ fn padded_hello(total: usize) -> Vec<u8> {
 fn the_cap_is_inclusive_and_stable() {
     let biggest = padded_hello(MAX_HELLO_BYTES);
     assert_eq!(biggest.len(), MAX_HELLO_BYTES);
-    assert_eq!(parse(&biggest), Peek::ClientHello { sni: None });
+    assert_eq!(
+        parse(&biggest),
+        Peek::ClientHello {
+            sni: None,
+            ech: false,
+        }
+    );
     assert_eq!(parse(&biggest[..MAX_HELLO_BYTES - 1]), Peek::NeedMore);
     // One byte more cannot fit: refused as soon as its length is known.
     let too_big = padded_hello(MAX_HELLO_BYTES + 1);
@@ -446,5 +478,34 @@ fn noise_longer_than_the_cap_always_gets_an_answer() {
         let mut input = vec![CONTENT_HANDSHAKE, 3];
         input.extend((0..MAX_HELLO_BYTES + rng.below(100)).map(|_| rng.byte()));
         assert_ne!(parse(&input), Peek::NeedMore);
+    }
+}
+
+/// Encrypted Client Hello (and GREASE ECH, which browsers send when they
+/// have no key, and ESNI before it) is reported, next to the outer name.
+#[test]
+fn hellos_offering_ech_say_so() {
+    let sni = server_name(&[(0, b"a.example")]);
+    for kind in [0xfe0d, 0xfe08, 0xfe0c, 0xffce] {
+        let ech = extension(kind, &[0, 0, 1, 0, 1, 7, 0, 2, 0xaa, 0xbb]);
+        assert_eq!(
+            parse(&hello_with(&[sni.clone(), ech].concat())),
+            Peek::ClientHello {
+                sni: Some("a.example".to_owned()),
+                ech: true,
+            },
+            "{kind:#06x}"
+        );
+    }
+    for kind in [0xfe07, 0xfe0e, 0xffcd] {
+        let other = extension(kind, &[1, 2]);
+        assert_eq!(
+            parse(&hello_with(&[sni.clone(), other].concat())),
+            Peek::ClientHello {
+                sni: Some("a.example".to_owned()),
+                ech: false,
+            },
+            "{kind:#06x}"
+        );
     }
 }
