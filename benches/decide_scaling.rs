@@ -16,7 +16,7 @@
 //!   table's probes land in memory the cache does not hold, as they would
 //!   between unrelated requests.
 //!
-//! Run: `cargo bench --bench decide_scaling`. It takes about half a minute
+//! Run: `cargo bench --bench decide_scaling`. It takes 10-15 seconds once built
 //! and prints one row per case. Nothing is asserted: speed is reported by
 //! benchmarks, not enforced by them.
 
