@@ -75,8 +75,10 @@ pub enum End {
 pub struct Outcome {
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// The server_name of the client's ClientHello, as sent: also when the
+    /// gate refused it, so the log shows which name was tried.
     pub sni: Option<String>,
-    /// The ClientHello offered Encrypted Client Hello (and it was allowed).
+    /// The ClientHello offered Encrypted Client Hello.
     pub ech: bool,
     pub end: End,
 }
@@ -110,7 +112,7 @@ pub async fn tunnel<C: ClientIo>(
                 res = async {
                     tokio::try_join!(
                         async {
-                            hello = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
+                            open(&mut cr, &mut uw, pending, opts, &up, &activity, &mut hello).await?;
                             pump_tcp(&mut cr, &mut uw, &up, &activity).await
                         },
                         pump_tcp(&mut ur, &mut cw, &down, &activity),
@@ -126,7 +128,7 @@ pub async fn tunnel<C: ClientIo>(
                 res = async {
                     tokio::try_join!(
                         async {
-                            hello = open(&mut cr, &mut uw, pending, opts, &up, &activity).await?;
+                            open(&mut cr, &mut uw, pending, opts, &up, &activity, &mut hello).await?;
                             pump(&mut cr, &mut uw, &up, &activity).await
                         },
                         pump(&mut ur, &mut cw, &down, &activity),
@@ -145,7 +147,7 @@ pub async fn tunnel<C: ClientIo>(
     }
 }
 
-/// What the SNI gate saw in a ClientHello that it let through.
+/// What the SNI gate saw in the client's ClientHello.
 #[derive(Debug, Default)]
 struct Hello {
     /// The server_name as sent.
@@ -165,7 +167,8 @@ async fn watchdog(activity: &Activity, idle: Duration) -> End {
 }
 
 /// Passes the client's opening bytes through the SNI gate and on to the
-/// upstream; returns what the gate saw. The gate's buffer is freed here.
+/// upstream, noting in `seen` what the gate saw (also when it refuses).
+/// The gate's buffer is freed here.
 async fn open<R, W>(
     cr: &mut R,
     uw: &mut W,
@@ -173,21 +176,22 @@ async fn open<R, W>(
     opts: &Options<'_>,
     up: &AtomicU64,
     activity: &Activity,
-) -> Result<Hello, End>
+    seen: &mut Hello,
+) -> Result<(), End>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (first, seen) = gate(cr, pending, opts, activity).await?;
+    let first = gate(cr, pending, opts, activity, seen).await?;
     if !first.is_empty() {
         uw.write_all(&first).await.map_err(End::Error)?;
         up.fetch_add(first.len() as u64, Ordering::Relaxed);
     }
-    Ok(seen)
+    Ok(())
 }
 
 /// Reads the client's opening bytes until the ClientHello can be judged.
-/// Returns the bytes to forward and what the hello showed.
+/// Returns the bytes to forward; `seen` gets what the hello showed.
 ///
 /// With Encrypted Client Hello, the name checked here is only the outer
 /// one: a shared front holding the ECH key (a CDN) routes on the encrypted
@@ -199,28 +203,30 @@ async fn gate<R: AsyncRead + Unpin>(
     mut pending: BytesMut,
     opts: &Options<'_>,
     activity: &Activity,
-) -> Result<(BytesMut, Hello), End> {
+    seen: &mut Hello,
+) -> Result<BytesMut, End> {
     let Some(expected) = opts.sni_host else {
-        return Ok((pending, Hello::default()));
+        return Ok(pending);
     };
     loop {
         let verdict = match sni::parse(&pending) {
             Peek::NeedMore => None,
             Peek::NotTls if opts.require_sni => Some(Err(End::Refused("sni_missing"))),
-            Peek::NotTls => Some(Ok(Hello::default())),
-            Peek::ClientHello { sni: None, .. } if opts.require_sni => {
-                Some(Err(End::Refused("sni_missing")))
-            }
+            Peek::NotTls => Some(Ok(())),
             Peek::ClientHello { sni, ech } => {
                 let same = sni
                     .as_deref()
                     .is_none_or(|s| matches!(Host::parse(s), Ok(Host::Name(n)) if &n == expected));
-                Some(if !same {
+                let missing = sni.is_none() && opts.require_sni;
+                *seen = Hello { sni, ech };
+                Some(if missing {
+                    Err(End::Refused("sni_missing"))
+                } else if !same {
                     Err(End::Refused("sni_mismatch"))
                 } else if ech && !opts.allow_ech {
                     Err(End::Refused("ech_refused"))
                 } else {
-                    Ok(Hello { sni, ech })
+                    Ok(())
                 })
             }
             // A hello we cannot read might be read differently by the
@@ -231,7 +237,7 @@ async fn gate<R: AsyncRead + Unpin>(
             }
         };
         match verdict {
-            Some(Ok(seen)) => return Ok((pending, seen)),
+            Some(Ok(())) => return Ok(pending),
             Some(Err(end)) => return Err(end),
             None => {}
         }
@@ -245,7 +251,7 @@ async fn gate<R: AsyncRead + Unpin>(
             return if opts.require_sni || !pending.is_empty() {
                 Err(End::Refused("sni_missing"))
             } else {
-                Ok((pending, Hello::default()))
+                Ok(pending)
             };
         }
         activity.touch();

@@ -75,7 +75,8 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
     /// `true` when the tunnel's ClientHello offered Encrypted Client Hello
-    /// (`egress.allow_ech` let it through); absent otherwise.
+    /// (refused as `ech_refused`, or let through by `allow_ech`); absent
+    /// otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ech: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -71,6 +71,7 @@ async fn mismatched_sni_never_reaches_the_origin() {
     let log = p.next_log().await;
     assert_eq!(log["decision"], "deny");
     assert_eq!(log["reason"], "sni_mismatch");
+    assert_eq!(log["sni"], "other.example.com", "the name tried is logged");
     assert_eq!(log["bytes_up"], 0);
     assert_eq!(origin.received(), 0, "bytes reached the origin");
     assert_eq!(origin.handshakes(), 0);
@@ -191,6 +192,11 @@ async fn a_hello_offering_ech_is_refused_unless_allowed() {
     let log = p.next_log().await;
     assert_eq!(log["decision"], "deny", "{log}");
     assert_eq!(log["reason"], "ech_refused", "{log}");
+    assert_eq!(
+        (&log["sni"], &log["ech"]),
+        (&"api.example.com".into(), &true.into()),
+        "{log}"
+    );
     assert_eq!(log["bytes_up"], 0, "{log}");
     assert_eq!(origin.received(), 0, "bytes reached the origin");
     p.shutdown().await;
