@@ -366,6 +366,10 @@ pub struct Refused {
     pub count: u64,
     /// Log `reason` → count.
     pub reasons: BTreeMap<String, u64>,
+    /// Server names tried in refused tunnels (`sni_mismatch`) → count:
+    /// what a domain-fronting attempt was after.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub names_tried: BTreeMap<String, u64>,
     pub first_seen: String,
     pub last_seen: String,
 }

@@ -96,6 +96,8 @@ pub(crate) struct Record<'a> {
     pub(crate) reason: Option<Cow<'a, str>>,
     pub(crate) bytes_up: Option<u64>,
     pub(crate) bytes_down: Option<u64>,
+    /// The ClientHello's server_name, on tunnels.
+    pub(crate) sni: Option<Cow<'a, str>>,
 }
 
 /// The line as serde sees it: every field optional, so that the checks of
@@ -118,6 +120,8 @@ struct RawLine<'a> {
     reason: Option<Cow<'a, str>>,
     bytes_up: Option<u64>,
     bytes_down: Option<u64>,
+    #[serde(borrow)]
+    sni: Option<Cow<'a, str>>,
 }
 
 /// Why a line is not a record.
@@ -152,6 +156,7 @@ pub(crate) fn parse(line: &[u8]) -> Result<Record<'_>, Skip> {
         reason: raw.reason,
         bytes_up: raw.bytes_up,
         bytes_down: raw.bytes_down,
+        sni: raw.sni,
     })
 }
 

@@ -265,10 +265,22 @@ fn refused_table(out: &mut dyn Write, rows: &[Refused]) -> io::Result<()> {
             .iter()
             .map(|(r, n)| format!("{r} ({n})"))
             .collect();
+        let mut reasons = reasons.join(", ");
+        if !d.names_tried.is_empty() {
+            // Most tried first.
+            let mut names: Vec<(&String, &u64)> = d.names_tried.iter().collect();
+            names.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+            let names: Vec<String> = names
+                .iter()
+                .map(|(name, n)| format!("{name} ({n})"))
+                .collect();
+            reasons.push_str("; SNI tried: ");
+            reasons.push_str(&names.join(", "));
+        }
         vec![
             d.destination.clone(),
             d.count.to_string(),
-            reasons.join(", "),
+            reasons,
             d.first_seen.clone(),
             d.last_seen.clone(),
         ]
@@ -307,9 +319,15 @@ fn table(
 }
 
 /// Escapes a value for a table cell or a code span. Log content is
-/// untrusted: a `|` or a newline must not break the table.
+/// untrusted: a `|` or a line break must not break the table, and a
+/// terminal escape (an agent chooses the server names it tries) must not
+/// reach the reader's terminal. Control characters and backticks become
+/// spaces.
 fn cell(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\n', '\r', '`'], " ")
+    s.chars()
+        .map(|c| if c.is_control() || c == '`' { ' ' } else { c })
+        .collect::<String>()
+        .replace('|', "\\|")
 }
 
 /// Bytes in binary units, one decimal.

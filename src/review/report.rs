@@ -242,6 +242,11 @@ fn refused_rows(map: HashMap<Box<str>, Refusal>) -> Vec<Refused> {
             port: r.target.port,
             count: r.count,
             reasons: r.reasons.into_iter().map(|(k, n)| (k.into(), n)).collect(),
+            names_tried: r
+                .names_tried
+                .into_iter()
+                .map(|(k, n)| (k.into(), n))
+                .collect(),
             first_seen: stamp(r.seen.first),
             last_seen: stamp(r.seen.last),
         })

@@ -65,8 +65,18 @@ pub(crate) struct Refusal {
     pub(crate) count: u64,
     /// Log reasons and their counts; a handful per destination.
     pub(crate) reasons: Vec<(Box<str>, u64)>,
+    /// For `sni_mismatch`: the server names tried through this destination
+    /// (domain fronting attempts), at most [`MAX_NAMES_TRIED`] distinct
+    /// ones; later new names count under [`OTHER_NAMES`].
+    pub(crate) names_tried: Vec<(Box<str>, u64)>,
     pub(crate) seen: Seen,
 }
+
+/// Distinct tried names kept per destination: an agent spraying random
+/// names must not grow the review's memory without bound.
+pub(crate) const MAX_NAMES_TRIED: usize = 16;
+/// Where names beyond [`MAX_NAMES_TRIED`] are counted.
+pub(crate) const OTHER_NAMES: &str = "(other names)";
 
 impl Seen {
     fn at(ts: SystemTime) -> Self {
@@ -159,6 +169,7 @@ fn refuse(map: &mut HashMap<Box<str>, Refusal>, key: &str, rec: &Record<'_>, rea
             target: Target::of(rec),
             count: 0,
             reasons: Vec::new(),
+            names_tried: Vec::new(),
             seen: Seen::at(rec.ts),
         };
         map.insert(key.into(), refusal);
@@ -168,9 +179,25 @@ fn refuse(map: &mut HashMap<Box<str>, Refusal>, key: &str, rec: &Record<'_>, rea
     };
     r.count += 1;
     r.seen.widen(rec.ts);
-    match r.reasons.iter_mut().find(|(have, _)| &**have == reason) {
+    count_in(&mut r.reasons, reason, usize::MAX);
+    if reason == "sni_mismatch"
+        && let Some(sni) = rec.sni.as_deref()
+    {
+        count_in(&mut r.names_tried, sni, MAX_NAMES_TRIED);
+    }
+}
+
+/// Counts `name` in `list`, which holds at most `cap` names besides
+/// [`OTHER_NAMES`].
+fn count_in(list: &mut Vec<(Box<str>, u64)>, name: &str, cap: usize) {
+    let name = if list.len() >= cap && !list.iter().any(|(have, _)| &**have == name) {
+        OTHER_NAMES
+    } else {
+        name
+    };
+    match list.iter_mut().find(|(have, _)| &**have == name) {
         Some((_, n)) => *n += 1,
-        None => r.reasons.push((reason.into(), 1)),
+        None => list.push((name.into(), 1)),
     }
 }
 

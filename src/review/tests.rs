@@ -1008,3 +1008,51 @@ fn sample_week_for_the_docs() {
         "{md}"
     );
 }
+
+/// A tunnel refused as `sni_mismatch` logs the server name the agent tried:
+/// the review lists those names under the destination (what a fronting
+/// attempt was after), keeps at most 16 distinct ones, and never lets a
+/// name carry a terminal escape into the Markdown.
+#[test]
+fn names_tried_through_a_destination_are_listed_capped_and_escaped() {
+    let dir = tempdir();
+    let line = |sni: &str| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&Line::deny("ci", "api.example.com", "sni_mismatch").json())
+                .unwrap();
+        v["sni"] = json!(sni);
+        v.to_string() + "\n"
+    };
+    let mut log = String::new();
+    for sni in [
+        "evil.example",
+        "evil.example",
+        "other.example",
+        "\u{1b}[2J|x",
+    ] {
+        log.push_str(&line(sni));
+    }
+    for i in 0..20 {
+        log.push_str(&line(&format!("n{i}.example")));
+    }
+    let path = write(dir.path(), "a.log", log.as_bytes());
+    let r = review_json(&opts(Format::Json), std::slice::from_ref(&path));
+    let denied = &agent(&r, "ci").denied[0];
+    assert_eq!((denied.count, denied.reasons["sni_mismatch"]), (24, 24));
+    assert_eq!(denied.names_tried["evil.example"], 2);
+    assert_eq!(denied.names_tried["other.example"], 1);
+    assert_eq!(denied.names_tried.len(), 17, "{:?}", denied.names_tried);
+    assert_eq!(denied.names_tried["(other names)"], 7);
+
+    let (md, _) = review(&opts(Format::Markdown), &[path]);
+    let row = md
+        .lines()
+        .find(|l| l.starts_with("| api.example.com:443 |"))
+        .unwrap_or_else(|| panic!("{md}"));
+    assert!(
+        row.contains("sni_mismatch (24); SNI tried: (other names) (7), evil.example (2), "),
+        "most tried first: {row}"
+    );
+    assert!(!md.contains('\u{1b}'), "an escape reached the Markdown");
+    assert!(row.contains(" [2J\\|x (1)"), "{row}");
+}
