@@ -8,6 +8,8 @@ use crate::dns::DnsError;
 use crate::identity::IdentityError;
 use crate::policy::DenyReason;
 
+use super::forward::ForwardError;
+
 /// Why sluice answers a request itself instead of relaying it.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -188,6 +190,29 @@ impl ProxyError {
                 "sluice: too many connections; try again later".to_owned()
             }
         }
+    }
+
+    /// The refusal for a forward that failed before any byte of the
+    /// origin's response reached the client. `Err` gives the error back
+    /// once the response has started: then the connection can only close.
+    ///
+    /// # Errors
+    /// [`ForwardError::Broken`], and a bad request body found after the
+    /// response began.
+    pub fn from_forward(e: ForwardError) -> Result<ProxyError, ForwardError> {
+        Ok(match e {
+            ForwardError::Upstream(msg) => ProxyError::Connect {
+                kind: ConnectFailure::Unavailable,
+                source: std::io::Error::other(msg),
+            },
+            ForwardError::Timeout => ProxyError::ResponseTimeout,
+            ForwardError::Protocol(why) => ProxyError::UpstreamProtocol(why),
+            ForwardError::ClientBody {
+                why,
+                responded: false,
+            } => ProxyError::Malformed(why),
+            e @ (ForwardError::ClientBody { .. } | ForwardError::Broken(_)) => return Err(e),
+        })
     }
 
     /// The complete HTTP/1.1 response. The connection is closed after it.

@@ -377,59 +377,33 @@ impl<S: ClientIo> Conn<S> {
                 log.finish().await;
                 f.client_reusable
             }
-            Err(forward::ForwardError::Upstream(msg)) => {
-                tracing::debug!(peer = %self.peer, "upstream failed: {msg}");
-                let e = ProxyError::Connect {
-                    kind: super::error::ConnectFailure::Unavailable,
-                    source: std::io::Error::other(msg),
-                };
-                self.refuse_in_place(policy, e, log, None).await;
-                false
-            }
-            Err(forward::ForwardError::Timeout) => {
-                drop(up);
-                self.refuse_in_place(policy, ProxyError::ResponseTimeout, log, None)
-                    .await;
-                false
-            }
-            Err(forward::ForwardError::Protocol(why)) => {
-                tracing::debug!(peer = %self.peer, "invalid response: {why}");
-                drop(up);
-                let e = ProxyError::UpstreamProtocol(why);
-                self.refuse_in_place(policy, e, log, None).await;
-                false
-            }
-            Err(forward::ForwardError::ClientBody {
-                why,
-                responded: false,
-            }) => {
-                // The head (and perhaps part of the body) may have gone
-                // upstream, but nothing has come back to the client: it can
-                // be told why. The upstream, holding a partial request, is
-                // closed first, not kept through the refusal's linger.
-                drop(up);
-                tracing::debug!(peer = %self.peer, "bad request body: {why}");
-                self.refuse_in_place(policy, ProxyError::Malformed(why), log, None)
-                    .await;
-                false
-            }
-            Err(forward::ForwardError::ClientBody {
-                why,
-                responded: true,
-            }) => {
-                // Logged as the refusal it would have been; only closing is left.
-                let e = ProxyError::Malformed(why);
-                log.record.decision = e.decision();
-                log.record.reason = Some(e.reason());
-                tracing::debug!(peer = %self.peer, "bad request body after the response began: {why}");
-                log.finish().await;
-                false
-            }
-            Err(forward::ForwardError::Broken(m)) => {
-                tracing::debug!(peer = %self.peer, "relay broken: {m}");
-                log.finish().await;
-                false
-            }
+            Err(e) => match ProxyError::from_forward(e) {
+                Ok(refusal) => {
+                    // Nothing has come back to the client: it can be told
+                    // why. The upstream (failed, or holding a partial
+                    // request) is closed first, not kept through the
+                    // refusal's linger.
+                    drop(up);
+                    tracing::debug!(peer = %self.peer, "forward failed: {refusal}");
+                    self.refuse_in_place(policy, refusal, log, None).await;
+                    false
+                }
+                Err(forward::ForwardError::ClientBody { why, .. }) => {
+                    // Logged as the refusal it would have been; only
+                    // closing is left.
+                    let e = ProxyError::Malformed(why);
+                    log.record.decision = e.decision();
+                    log.record.reason = Some(e.reason());
+                    tracing::debug!(peer = %self.peer, "bad request body after the response began: {why}");
+                    log.finish().await;
+                    false
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, "relay broken: {e}");
+                    log.finish().await;
+                    false
+                }
+            },
         }
     }
 
