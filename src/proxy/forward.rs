@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 
 use super::ClientIo;
 use super::body::{BodyError, relay_body};
-use super::head::Head;
+use super::head::{Head, list_items};
 use super::target::{Framing, Target};
 
 mod response;
@@ -256,9 +256,8 @@ fn hop_by_hop(name: &str, connection_tokens: &[&str]) -> bool {
 }
 
 fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<&'a str> {
-    values
-        .flat_map(|v| v.split(|&b| b == b','))
-        .filter_map(|t| std::str::from_utf8(t.trim_ascii()).ok())
+    list_items(values)
+        .filter_map(|t| std::str::from_utf8(t).ok())
         .filter(|t| !t.is_empty())
         .collect()
 }

@@ -95,6 +95,14 @@ pub async fn read<R: AsyncRead + Unpin>(
     }
 }
 
+/// The elements of a comma-separated header list (RFC 9110 §5.6.1) over
+/// all of its field lines, in order, trimmed; empty elements included.
+pub fn list_items<'a>(values: impl Iterator<Item = &'a [u8]>) -> impl Iterator<Item = &'a [u8]> {
+    values
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+}
+
 /// The length of the head if `buf` holds a complete one.
 fn parse_len(buf: &[u8]) -> Result<Option<usize>, ReadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -191,10 +199,7 @@ impl Head {
 
     /// Whether any comma-separated token of the header `name` equals `token`.
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.get_all(name).any(|v| {
-            v.split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
+        list_items(self.get_all(name)).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
     }
 
     fn str(&self, r: &Range<usize>) -> &str {

@@ -7,7 +7,7 @@
 
 use crate::host::{self, Host};
 
-use super::head::Head;
+use super::head::{Head, list_items};
 
 /// The destination and shape of one request.
 #[derive(Debug, Clone)]
@@ -169,13 +169,9 @@ pub(super) fn request_framing(head: &Head) -> Result<Framing, &'static str> {
 /// read the body as the next message (request smuggling, or a response
 /// the client splits differently than sluice). Such messages are refused.
 pub fn names_framing<'a>(connection: impl Iterator<Item = &'a [u8]>) -> bool {
-    connection
-        .flat_map(|v| v.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .any(|t| {
-            t.eq_ignore_ascii_case(b"content-length")
-                || t.eq_ignore_ascii_case(b"transfer-encoding")
-        })
+    list_items(connection).any(|t| {
+        t.eq_ignore_ascii_case(b"content-length") || t.eq_ignore_ascii_case(b"transfer-encoding")
+    })
 }
 
 /// A Content-Length value: digits only (no sign, no list, no spaces inside).

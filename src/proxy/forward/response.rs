@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{ForwardError, connection_tokens, hop_by_hop, push_header};
 use crate::proxy::body::READ_CHUNK;
+use crate::proxy::head::list_items;
 use crate::proxy::target::{Framing, names_framing, parse_length};
 
 /// Largest response head accepted from an origin.
@@ -93,12 +94,11 @@ fn parse_response(buf: &mut BytesMut) -> Result<Option<Response>, ForwardError> 
         .map(|h| (at(h.name.as_bytes()), at(h.value)))
         .collect();
     let has = |name: &str, token: &str| {
-        resp.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case(name)
-                && h.value
-                    .split(|&b| b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
+        let values = resp
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name));
+        list_items(values.map(|h| h.value)).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
     };
     let close = has("connection", "close") || (version == 0 && !has("connection", "keep-alive"));
     Ok(Some(Response {
@@ -121,19 +121,13 @@ impl Response {
         if is_head || self.status == 204 || self.status == 304 {
             return Ok(Framing::None);
         }
-        let te: Vec<&[u8]> = self.values("transfer-encoding").collect();
-        if !te.is_empty() {
-            let last = te
-                .last()
-                .and_then(|v| v.split(|&b| b == b',').next_back())
-                .map(<[u8]>::trim_ascii);
-            return Ok(
-                if last.is_some_and(|l| l.eq_ignore_ascii_case(b"chunked")) {
-                    Framing::Chunked
-                } else {
-                    Framing::Close
-                },
-            );
+        // The last coding decides: chunked last, or read until close.
+        if let Some(last) = list_items(self.values("transfer-encoding")).last() {
+            return Ok(if last.eq_ignore_ascii_case(b"chunked") {
+                Framing::Chunked
+            } else {
+                Framing::Close
+            });
         }
         let mut len: Option<u64> = None;
         for v in self.values("content-length") {
