@@ -260,22 +260,13 @@ fn write_suggestions(a: &AgentReport, out: &mut dyn Write) -> io::Result<()> {
 
 fn refused_table(out: &mut dyn Write, rows: &[Refused]) -> io::Result<()> {
     let rows = rows.iter().map(|d| {
-        let reasons: Vec<String> = d
-            .reasons
-            .iter()
-            .map(|(r, n)| format!("{r} ({n})"))
-            .collect();
-        let mut reasons = reasons.join(", ");
+        let mut reasons = counts(d.reasons.iter());
         if !d.names_tried.is_empty() {
             // Most tried first.
             let mut names: Vec<(&String, &u64)> = d.names_tried.iter().collect();
             names.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-            let names: Vec<String> = names
-                .iter()
-                .map(|(name, n)| format!("{name} ({n})"))
-                .collect();
             reasons.push_str("; SNI tried: ");
-            reasons.push_str(&names.join(", "));
+            reasons.push_str(&counts(names.into_iter()));
         }
         vec![
             d.destination.clone(),
@@ -290,6 +281,12 @@ fn refused_table(out: &mut dyn Write, rows: &[Refused]) -> io::Result<()> {
         "| destination | count | reasons | first seen | last seen |\n|---|--:|---|---|---|",
         rows,
     )
+}
+
+/// `a (2), b (1)`: each item with its count, in the order given.
+fn counts<'a>(items: impl Iterator<Item = (&'a String, &'a u64)>) -> String {
+    let items: Vec<String> = items.map(|(item, n)| format!("{item} ({n})")).collect();
+    items.join(", ")
 }
 
 /// Writes a table with at most [`MARKDOWN_ROWS`] rows, or "None." when

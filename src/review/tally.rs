@@ -74,9 +74,9 @@ pub(crate) struct Refusal {
 
 /// Distinct tried names kept per destination: an agent spraying random
 /// names must not grow the review's memory without bound.
-pub(crate) const MAX_NAMES_TRIED: usize = 16;
+const MAX_NAMES_TRIED: usize = 16;
 /// Where names beyond [`MAX_NAMES_TRIED`] are counted.
-pub(crate) const OTHER_NAMES: &str = "(other names)";
+const OTHER_NAMES: &str = "(other names)";
 
 impl Seen {
     fn at(ts: SystemTime) -> Self {
