@@ -6,8 +6,10 @@
 //! client's opening bytes and, if they are a TLS ClientHello, requires its
 //! SNI to be the CONNECT host: otherwise an agent allowed to reach
 //! `api.example.com` could CONNECT there and ask for `evil.example` on a
-//! shared front (domain fronting). The upstream-to-client direction runs
-//! from the start, so server-first protocols are not held up by the gate.
+//! shared front (domain fronting); if the server asks for a second hello,
+//! that one is held to the same name (see `gate`). The upstream-to-client
+//! direction runs from the start, so server-first protocols are not held up
+//! by the gate.
 //!
 //! Tunnels hold no relay buffer while idle (one is allocated per burst on
 //! plain TCP, per read on the TLS listener). On plain TCP, a direction that
@@ -26,10 +28,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, tcp};
 use tokio::time::Instant;
 
-use crate::host::{Host, Name};
+use crate::host::Name;
 
 use super::ClientIo;
-use super::sni::{self, Peek};
+
+mod gate;
+use gate::{Gate, Hello};
 
 /// Read size on the generic (TLS client) path. 16 KiB holds a full TLS
 /// record's plaintext, so a record is usually moved with one read and one
@@ -98,6 +102,7 @@ pub async fn tunnel<C: ClientIo>(
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
     let mut hello = Hello::default();
+    let gate = Gate::new(opts);
     let (mut ur, mut uw) = upstream.split();
     // Both directions run until both finish or one fails; the watchdog ends
     // the tunnel once nothing has moved for `idle_timeout`. Every future is
@@ -112,10 +117,15 @@ pub async fn tunnel<C: ClientIo>(
                 res = async {
                     tokio::try_join!(
                         async {
-                            open(&mut cr, &mut uw, pending, opts, &up, &activity, &mut hello).await?;
+                            gate.open(&mut cr, &mut uw, pending, &up, &activity, &mut hello).await?;
                             pump_tcp(&mut cr, &mut uw, &up, &activity).await
                         },
-                        pump_tcp(&mut ur, &mut cw, &down, &activity),
+                        async {
+                            if gate.watch(&mut ur, &mut cw, &down, &activity).await? {
+                                return Ok(());
+                            }
+                            pump_tcp(&mut ur, &mut cw, &down, &activity).await
+                        },
                     )
                 } => res.err().unwrap_or(End::Closed),
                 end = watchdog(&activity, opts.idle_timeout) => end,
@@ -128,10 +138,15 @@ pub async fn tunnel<C: ClientIo>(
                 res = async {
                     tokio::try_join!(
                         async {
-                            open(&mut cr, &mut uw, pending, opts, &up, &activity, &mut hello).await?;
+                            gate.open(&mut cr, &mut uw, pending, &up, &activity, &mut hello).await?;
                             pump(&mut cr, &mut uw, &up, &activity).await
                         },
-                        pump(&mut ur, &mut cw, &down, &activity),
+                        async {
+                            if gate.watch(&mut ur, &mut cw, &down, &activity).await? {
+                                return Ok(());
+                            }
+                            pump(&mut ur, &mut cw, &down, &activity).await
+                        },
                     )
                 } => res.err().unwrap_or(End::Closed),
                 end = watchdog(&activity, opts.idle_timeout) => end,
@@ -147,15 +162,6 @@ pub async fn tunnel<C: ClientIo>(
     }
 }
 
-/// What the SNI gate saw in the client's ClientHello.
-#[derive(Debug, Default)]
-struct Hello {
-    /// The server_name as sent.
-    sni: Option<String>,
-    /// An Encrypted Client Hello extension was present.
-    ech: bool,
-}
-
 /// Resolves with `End::Idle` once nothing has moved for `idle`.
 async fn watchdog(activity: &Activity, idle: Duration) -> End {
     loop {
@@ -163,98 +169,6 @@ async fn watchdog(activity: &Activity, idle: Duration) -> End {
         if activity.idle_for() >= idle {
             return End::Idle;
         }
-    }
-}
-
-/// Passes the client's opening bytes through the SNI gate and on to the
-/// upstream, noting in `seen` what the gate saw (also when it refuses).
-/// The gate's buffer is freed here.
-async fn open<R, W>(
-    cr: &mut R,
-    uw: &mut W,
-    pending: BytesMut,
-    opts: &Options<'_>,
-    up: &AtomicU64,
-    activity: &Activity,
-    seen: &mut Hello,
-) -> Result<(), End>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let first = gate(cr, pending, opts, activity, seen).await?;
-    if !first.is_empty() {
-        uw.write_all(&first).await.map_err(End::Error)?;
-        up.fetch_add(first.len() as u64, Ordering::Relaxed);
-    }
-    Ok(())
-}
-
-/// Reads the client's opening bytes until the ClientHello can be judged.
-/// Returns the bytes to forward; `seen` gets what the hello showed.
-///
-/// With Encrypted Client Hello, the name checked here is only the outer
-/// one: a shared front holding the ECH key (a CDN) routes on the encrypted
-/// inner name, so an agent allowed one site on that front could reach any
-/// other. Such hellos are refused unless `allow_ech`, after the outer name
-/// has been checked.
-async fn gate<R: AsyncRead + Unpin>(
-    r: &mut R,
-    mut pending: BytesMut,
-    opts: &Options<'_>,
-    activity: &Activity,
-    seen: &mut Hello,
-) -> Result<BytesMut, End> {
-    let Some(expected) = opts.sni_host else {
-        return Ok(pending);
-    };
-    loop {
-        let verdict = match sni::parse(&pending) {
-            Peek::NeedMore => None,
-            Peek::NotTls if opts.require_sni => Some(Err(End::Refused("sni_missing"))),
-            Peek::NotTls => Some(Ok(())),
-            Peek::ClientHello { sni, ech } => {
-                let same = sni
-                    .as_deref()
-                    .is_none_or(|s| matches!(Host::parse(s), Ok(Host::Name(n)) if &n == expected));
-                let missing = sni.is_none() && opts.require_sni;
-                *seen = Hello { sni, ech };
-                Some(if missing {
-                    Err(End::Refused("sni_missing"))
-                } else if !same {
-                    Err(End::Refused("sni_mismatch"))
-                } else if ech && !opts.allow_ech {
-                    Err(End::Refused("ech_refused"))
-                } else {
-                    Ok(())
-                })
-            }
-            // A hello we cannot read might be read differently by the
-            // upstream: never let it through.
-            Peek::Malformed(why) => {
-                tracing::debug!("unreadable ClientHello: {why}");
-                Some(Err(End::Refused("sni_mismatch")))
-            }
-        };
-        match verdict {
-            Some(Ok(())) => return Ok(pending),
-            Some(Err(end)) => return Err(end),
-            None => {}
-        }
-        pending.reserve(4096);
-        let n = r.read_buf(&mut pending).await.map_err(End::Error)?;
-        if n == 0 {
-            // The client finished sending. Part of a hello cannot be judged,
-            // so it never passes; nothing at all is a half-close that the
-            // pump relays (unless SNI is required), while the upstream may
-            // still answer.
-            return if opts.require_sni || !pending.is_empty() {
-                Err(End::Refused("sni_missing"))
-            } else {
-                Ok(pending)
-            };
-        }
-        activity.touch();
     }
 }
 
@@ -408,17 +322,7 @@ where
     W: AsyncWrite + Unpin,
 {
     loop {
-        let buf = std::future::poll_fn(|cx| {
-            let mut buf = Vec::with_capacity(BUF_SIZE);
-            // Dropping a pending read loses nothing: the stream keeps
-            // whatever it has buffered (a partial TLS record, say).
-            match std::pin::pin!(r.read_buf(&mut buf)).poll(cx) {
-                Poll::Ready(res) => Poll::Ready(res.map(|_| buf)),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
-        .map_err(End::Error)?;
+        let buf = read_fresh(r).await.map_err(End::Error)?;
         if buf.is_empty() {
             // The peer may already be gone; its absence is not an error here.
             let _ = w.shutdown().await;
@@ -428,6 +332,20 @@ where
         w.write_all(&buf).await.map_err(End::Error)?;
         count.fetch_add(buf.len() as u64, Ordering::Relaxed);
     }
+}
+
+/// One read into a buffer of its own (empty at EOF). The buffer exists
+/// only while the read is polled: dropping a pending read loses nothing, as
+/// the stream keeps whatever it has buffered (a partial TLS record, say).
+async fn read_fresh<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Vec<u8>> {
+    std::future::poll_fn(|cx| {
+        let mut buf = Vec::with_capacity(BUF_SIZE);
+        match std::pin::pin!(r.read_buf(&mut buf)).poll(cx) {
+            Poll::Ready(res) => Poll::Ready(res.map(|_| buf)),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// Last time any byte moved, as milliseconds since the tunnel started.

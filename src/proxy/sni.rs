@@ -13,6 +13,12 @@
 //! whether the hello offers Encrypted Client Hello: then the name checked
 //! is only the outer one, and the server may act on an encrypted inner name
 //! the proxy cannot see.
+//!
+//! A TLS 1.3 server may answer the first ClientHello with a
+//! HelloRetryRequest, and the client then sends a second one, which the
+//! server acts on. [`reply`] spots that request in the server's first bytes,
+//! and [`lead`] finds the second hello among the records a client may send
+//! before it, so the tunnel can check that one too.
 
 /// The most bytes the proxy buffers while waiting for a complete ClientHello.
 ///
@@ -71,7 +77,7 @@ pub fn parse(buf: &[u8]) -> Peek {
     // longer buffer cannot complete a hello the cap already ruled out.
     let buf = buf.get(..MAX_HELLO_BYTES).unwrap_or(buf);
     let message = match reassemble(buf) {
-        Ok(message) => message,
+        Ok((message, _)) => message,
         Err(peek) => return peek,
     };
     match client_hello_sni(&message) {
@@ -80,8 +86,125 @@ pub fn parse(buf: &[u8]) -> Peek {
     }
 }
 
-/// TLS record content type of handshake records (RFC 8446 §5.1).
+/// What the server's first bytes after a ClientHello say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Too few bytes to tell; read more.
+    NeedMore,
+    /// A HelloRetryRequest: the client will send a second ClientHello,
+    /// which must pass the same checks as the first.
+    HelloRetry,
+    /// Anything else (a ServerHello, an alert, not TLS): the handshake goes
+    /// on, or ends, without another ClientHello.
+    Other,
+}
+
+/// The most server bytes [`reply`] needs to give an answer other than
+/// [`Reply::NeedMore`]: a ServerHello's first 38 bytes even when each
+/// arrives in a record of its own.
+pub const MAX_REPLY_BYTES: usize = (RECORD_HEADER_LEN + 1) * REPLY_PREFIX;
+
+/// Classify `buf`, the first bytes the server sent after the client's
+/// ClientHello reached it. Like [`parse`], answers are stable as `buf`
+/// grows, and never `NeedMore` from [`MAX_REPLY_BYTES`] on.
+///
+/// Only a well-formed HelloRetryRequest counts: it is what a TLS server
+/// sends (RFC 8446 §4.1.4), and the tunnel's threat is its client, not the
+/// server the client was allowed to reach.
+pub fn reply(buf: &[u8]) -> Reply {
+    let mut prefix = [0u8; REPLY_PREFIX];
+    let mut have = 0;
+    let mut rest = buf;
+    while have < REPLY_PREFIX {
+        let Some((header, after)) = rest.split_first_chunk::<RECORD_HEADER_LEN>() else {
+            return match check_record_header_prefix(rest) {
+                Ok(()) => Reply::NeedMore,
+                Err(_) => Reply::Other,
+            };
+        };
+        let Ok(declared) = check_record_header(header) else {
+            return Reply::Other;
+        };
+        let (payload, after) = after.split_at_checked(declared).unwrap_or((after, &[]));
+        let take = payload.len().min(REPLY_PREFIX - have);
+        prefix[have..have + take].copy_from_slice(&payload[..take]);
+        have += take;
+        if have > 0 && prefix[0] != HANDSHAKE_SERVER_HELLO {
+            return Reply::Other;
+        }
+        if have < REPLY_PREFIX && payload.len() < declared {
+            return Reply::NeedMore;
+        }
+        rest = after;
+    }
+    // Handshake header (4), legacy_version (2), then the random.
+    if prefix[HANDSHAKE_HEADER_LEN + 2..] == HELLO_RETRY_RANDOM {
+        Reply::HelloRetry
+    } else {
+        Reply::Other
+    }
+}
+
+/// Between a HelloRetryRequest and the second ClientHello, a client may
+/// send records the server passes over: the compatibility
+/// change_cipher_spec, alerts, and 0-RTT early data it sent before it saw
+/// the retry request (RFC 8446 §4.2.10, which the server skips).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lead {
+    /// Too few bytes to tell; read more.
+    NeedMore,
+    /// A complete record of one of those kinds, this many bytes long.
+    Skip(usize),
+    /// Something else, which must be the second ClientHello: ask [`parse`].
+    Hello,
+}
+
+/// What the client bytes in `buf` start with, after a HelloRetryRequest.
+pub fn lead(buf: &[u8]) -> Lead {
+    let Some(&kind) = buf.first() else {
+        return Lead::NeedMore;
+    };
+    if !matches!(
+        kind,
+        CONTENT_CHANGE_CIPHER_SPEC | CONTENT_ALERT | CONTENT_APPLICATION_DATA
+    ) {
+        return Lead::Hello;
+    }
+    let Some(header) = buf.first_chunk::<RECORD_HEADER_LEN>() else {
+        // Let `parse` refuse a record version that is not 3.x.
+        return match buf.get(1) {
+            Some(&major) if major != 3 => Lead::Hello,
+            _ => Lead::NeedMore,
+        };
+    };
+    let len = RECORD_HEADER_LEN + usize::from(u16::from_be_bytes([header[3], header[4]]));
+    if header[1] != 3 || len > RECORD_HEADER_LEN + MAX_CIPHERTEXT {
+        Lead::Hello
+    } else if buf.len() < len {
+        Lead::NeedMore
+    } else {
+        Lead::Skip(len)
+    }
+}
+
+/// TLS record content types (RFC 8446 §5.1).
+const CONTENT_CHANGE_CIPHER_SPEC: u8 = 0x14;
+const CONTENT_ALERT: u8 = 0x15;
 const CONTENT_HANDSHAKE: u8 = 0x16;
+const CONTENT_APPLICATION_DATA: u8 = 0x17;
+/// The largest encrypted record payload: 2^14 + 2048 (TLS 1.2, RFC 5246
+/// §6.2.3; TLS 1.3 allows 2^14 + 256).
+const MAX_CIPHERTEXT: usize = (1 << 14) + 2048;
+/// Handshake message type of a ServerHello, which a HelloRetryRequest is.
+const HANDSHAKE_SERVER_HELLO: u8 = 2;
+/// Bytes of a ServerHello up to the end of its random.
+const REPLY_PREFIX: usize = HANDSHAKE_HEADER_LEN + 2 + 32;
+/// The random of a HelloRetryRequest: SHA-256 of "HelloRetryRequest"
+/// (RFC 8446 §4.1.3).
+const HELLO_RETRY_RANDOM: [u8; 32] = [
+    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+    0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+];
 /// Handshake message type of a ClientHello (RFC 8446 §4).
 const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 /// Extension type of server_name (RFC 6066 §3).
@@ -105,10 +228,20 @@ const MAX_RECORD_PAYLOAD: usize = 1 << 14;
 /// (1), one cipher suite (2 + 2), one compression method (1 + 1).
 const MIN_HELLO_BODY: usize = 41;
 
+/// Where the records holding the ClientHello at the start of `buf` end:
+/// the bytes after that are the client's next flight, not part of the hello.
+/// `None` unless [`parse`] gives [`Peek::ClientHello`] for `buf`.
+pub fn hello_end(buf: &[u8]) -> Option<usize> {
+    let buf = buf.get(..MAX_HELLO_BYTES).unwrap_or(buf);
+    let (message, end) = reassemble(buf).ok()?;
+    client_hello_sni(&message).ok().map(|_| end)
+}
+
 /// Join the handshake records at the start of `buf` until they hold the whole
 /// first handshake message, which must be a ClientHello; return that message,
-/// header included. `Err` is `NeedMore` or `Malformed`.
-fn reassemble(buf: &[u8]) -> Result<Vec<u8>, Peek> {
+/// header included, and where its last record ends in `buf`. `Err` is
+/// `NeedMore` or `Malformed`.
+fn reassemble(buf: &[u8]) -> Result<(Vec<u8>, usize), Peek> {
     let mut message = Vec::new();
     let mut rest = buf;
     loop {
@@ -118,13 +251,21 @@ fn reassemble(buf: &[u8]) -> Result<Vec<u8>, Peek> {
         };
         let declared = check_record_header(header)?;
         let (payload, after) = after.split_at_checked(declared).unwrap_or((after, &[]));
+        let before = message.len();
         message.extend_from_slice(payload);
         if let Some(total) = message_len(&message)? {
-            if message.len() >= total {
-                // Whatever follows the hello in its last record is not ours
-                // to judge: the upstream sees the same first message we saw.
-                message.truncate(total);
-                return Ok(message);
+            // The hello must end with its record (RFC 8446 §5.1: it may
+            // precede a key change). Anything after it in that record would
+            // be a second handshake message the upstream reads once it has
+            // answered the first, say a second ClientHello after a
+            // HelloRetryRequest, which the gate would never see on its own.
+            if before + declared > total {
+                return Err(Peek::Malformed(
+                    "bytes after the ClientHello in its last record",
+                ));
+            }
+            if message.len() == total {
+                return Ok((message, buf.len() - after.len()));
             }
         }
         if payload.len() < declared {

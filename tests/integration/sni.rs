@@ -223,3 +223,141 @@ async fn a_hello_offering_ech_is_refused_unless_allowed() {
     assert_eq!(log["bytes_up"], hello.len(), "{log}");
     p.shutdown().await;
 }
+
+/// What a sans-IO rustls client has to send next.
+fn flight(client: &mut rustls::ClientConnection) -> Vec<u8> {
+    let mut out = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+/// Reads one whole TLS record.
+async fn read_record<S: AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
+    let mut record = vec![0; 5];
+    s.read_exact(&mut record).await.unwrap();
+    let len = usize::from(u16::from_be_bytes([record[3], record[4]]));
+    record.resize(5 + len, 0);
+    s.read_exact(&mut record[5..]).await.unwrap();
+    record
+}
+
+/// A sans-IO client for `name` that leads with a P-256 key share, so a
+/// `TlsOrigin::start_retrying` server asks it for a second hello.
+fn retrying_client(origin: &TlsOrigin, name: &'static str) -> rustls::ClientConnection {
+    rustls::ClientConnection::new(origin.retry_config(), ServerName::try_from(name).unwrap())
+        .unwrap()
+}
+
+/// A server may answer the first ClientHello with a HelloRetryRequest;
+/// the client's second hello is gated too, and the wait for the server's
+/// answer must not stall a real handshake, even one trickled byte by byte.
+#[tokio::test]
+async fn a_handshake_with_a_hello_retry_request_completes() {
+    let origin = TlsOrigin::start_retrying(&["api.example.com"]).await;
+    let connector = tokio_rustls::TlsConnector::from(origin.retry_config());
+    let name = ServerName::try_from("api.example.com").unwrap();
+    let (_dns, mut p, tcp) = tunnel(origin.port()).await;
+    let mut tls = connector.connect(name.clone(), tcp).await.unwrap();
+    assert_eq!(
+        tls.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::FullWithHelloRetryRequest)
+    );
+    assert_eq!(ping(&mut tls).await, "hello over tls");
+    drop(tls);
+    let log = p.next_log().await;
+    assert_eq!(
+        (&log["decision"], &log["sni"]),
+        (&"allow".into(), &"api.example.com".into()),
+        "{log}"
+    );
+
+    let target = format!("api.example.com:{}", origin.port());
+    let (tcp, _) = net::connect(CI, p.addr, &target, "").await;
+    tcp.set_nodelay(true).unwrap();
+    let mut tls = connector.connect(name, Trickle(tcp)).await.unwrap();
+    assert_eq!(ping(&mut tls).await, "hello over tls");
+    drop(tls);
+    assert_eq!(p.next_log().await["decision"], "allow");
+    assert_eq!(origin.handshakes(), 2);
+    p.shutdown().await;
+}
+
+/// Fronting through the retry: the first hello names the CONNECT host, the
+/// second (after the server's HelloRetryRequest) names another. Only the
+/// first hello, and the compatibility change_cipher_spec before the second,
+/// reach the origin.
+#[tokio::test]
+async fn a_second_hello_naming_another_host_is_refused() {
+    let origin = TlsOrigin::start_retrying(&["api.example.com", "cdn.example.com"]).await;
+    let (_dns, mut p, mut tcp) = tunnel(origin.port()).await;
+    let mut client = retrying_client(&origin, "api.example.com");
+    let first = flight(&mut client);
+    tcp.write_all(&first).await.unwrap();
+    let retry = read_record(&mut tcp).await;
+    client.read_tls(&mut &retry[..]).unwrap();
+    client.process_new_packets().unwrap();
+    let second = flight(&mut client);
+    let skipped = if second[0] == 0x14 { 6 } else { 0 };
+    // The genuine second hello, with the name swapped for one of the same length.
+    let at = second
+        .windows(15)
+        .position(|w| w == b"api.example.com")
+        .expect("the second hello names the host");
+    let mut forged = second.clone();
+    forged[at..at + 15].copy_from_slice(b"cdn.example.com");
+    tcp.write_all(&forged).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest).await;
+    let log = p.next_log().await;
+    assert_eq!(log["decision"], "deny", "{log}");
+    assert_eq!(log["reason"], "sni_mismatch", "{log}");
+    assert_eq!(log["sni"], "cdn.example.com", "the name tried is logged");
+    assert_eq!(log["bytes_up"], first.len() + skipped, "{log}");
+    assert_eq!(origin.handshakes(), 0);
+    p.shutdown().await;
+}
+
+/// The same without waiting for the retry request: a second hello sent
+/// right behind the first is held until the server has answered, then
+/// checked.
+#[tokio::test]
+async fn a_second_hello_sent_ahead_of_the_retry_request_is_held_and_checked() {
+    let origin = TlsOrigin::start_retrying(&["api.example.com", "cdn.example.com"]).await;
+    let (_dns, mut p, mut tcp) = tunnel(origin.port()).await;
+    let first = flight(&mut retrying_client(&origin, "api.example.com"));
+    let other = flight(&mut retrying_client(&origin, "cdn.example.com"));
+    tcp.write_all(&[&first[..], &other].concat()).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest).await;
+    let log = p.next_log().await;
+    assert_eq!(log["reason"], "sni_mismatch", "{log}");
+    assert_eq!(log["sni"], "cdn.example.com", "{log}");
+    assert_eq!(log["bytes_up"], first.len(), "{log}");
+    assert_eq!(origin.handshakes(), 0);
+    p.shutdown().await;
+}
+
+/// What a client sends right behind its hello (here a change_cipher_spec,
+/// as 0-RTT clients send early data) waits for the server's answer and then
+/// goes through when that answer is an ordinary ServerHello.
+#[tokio::test]
+async fn bytes_behind_a_hello_follow_an_ordinary_server_hello() {
+    let origin = TlsOrigin::start(&["api.example.com"]).await;
+    let (_dns, mut p, mut tcp) = tunnel(origin.port()).await;
+    let name = ServerName::try_from("api.example.com").unwrap();
+    let mut client = rustls::ClientConnection::new(origin.config(), name).unwrap();
+    let first = flight(&mut client);
+    let ccs = [0x14, 3, 3, 0, 1, 1];
+    tcp.write_all(&[&first[..], &ccs].concat()).await.unwrap();
+    let server_hello = read_record(&mut tcp).await;
+    assert_eq!(server_hello[5], 2, "a ServerHello");
+    tcp.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest).await;
+    let log = p.next_log().await;
+    assert_eq!(log["decision"], "allow", "{log}");
+    assert_eq!(log["bytes_up"], first.len() + ccs.len(), "{log}");
+    p.shutdown().await;
+}

@@ -508,3 +508,5 @@ fn hellos_offering_ech_say_so() {
         );
     }
 }
+
+mod retry;

@@ -29,13 +29,29 @@ impl TlsOrigin {
     /// Serves `names` (certificate SANs); answers each request line with
     /// "hello over tls" and closes.
     pub async fn start(names: &[&str]) -> TlsOrigin {
+        TlsOrigin::start_with(names, provider()).await
+    }
+
+    /// Like `start`, but the server takes only X25519 key shares: a client
+    /// that leads with another group (see `retry_config`) gets a
+    /// HelloRetryRequest and must send a second ClientHello.
+    pub async fn start_retrying(names: &[&str]) -> TlsOrigin {
+        let mut x25519_only = rustls::crypto::ring::default_provider();
+        x25519_only.kx_groups = vec![rustls::crypto::ring::kx_group::X25519];
+        TlsOrigin::start_with(names, Arc::new(x25519_only)).await
+    }
+
+    async fn start_with(
+        names: &[&str],
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> TlsOrigin {
         let ck = rcgen::generate_simple_self_signed(
             names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
         )
         .unwrap();
         let cert = ck.cert.der().clone();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
-        let config = rustls::ServerConfig::builder_with_provider(provider())
+        let config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
@@ -91,14 +107,36 @@ impl TlsOrigin {
 
     /// A client that trusts this origin's certificate.
     pub fn connector(&self) -> tokio_rustls::TlsConnector {
+        tokio_rustls::TlsConnector::from(self.config())
+    }
+
+    /// The config behind `connector`, for sans-IO clients.
+    pub fn config(&self) -> Arc<rustls::ClientConfig> {
+        self.client_config(provider())
+    }
+
+    /// A client config that trusts this origin and offers a P-256 key share
+    /// first (X25519 second): against `start_retrying`, every handshake
+    /// goes through a HelloRetryRequest.
+    pub fn retry_config(&self) -> Arc<rustls::ClientConfig> {
+        use rustls::crypto::ring::kx_group::{SECP256R1, X25519};
+        let mut p256_first = rustls::crypto::ring::default_provider();
+        p256_first.kx_groups = vec![SECP256R1, X25519];
+        self.client_config(Arc::new(p256_first))
+    }
+
+    fn client_config(
+        &self,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(provider())
+        let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
+        Arc::new(config)
     }
 }
 
