@@ -13,10 +13,11 @@
 //! send before that answer but 0-RTT early data.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::task::{Poll, Waker};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
 
 use crate::host::Host;
 
@@ -38,8 +39,9 @@ pub(super) struct Gate<'a> {
     opts: &'a Options<'a>,
     /// Where the handshake stands: one of the stages below.
     stage: AtomicU8,
-    /// Woken when the server's answer moves the stage on from `ASKED`.
-    answered: Notify,
+    /// The client side, while it waits for the server's answer. (A
+    /// `Notify` would do, at four times the size in every tunnel.)
+    waiting: Mutex<Option<Waker>>,
 }
 
 /// No ClientHello has passed yet.
@@ -58,7 +60,7 @@ impl<'a> Gate<'a> {
         Gate {
             opts,
             stage: AtomicU8::new(OPEN),
-            answered: Notify::new(),
+            waiting: Mutex::new(None),
         }
     }
 
@@ -69,7 +71,14 @@ impl<'a> Gate<'a> {
     /// Moves to `to` and wakes the client side if it waits for the answer.
     fn answer(&self, to: u8) {
         self.stage.store(to, Ordering::Release);
-        self.answered.notify_one();
+        let waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
     }
 
     /// The client side: passes the opening bytes through the gate and on to
@@ -89,23 +98,27 @@ impl<'a> Gate<'a> {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let (mut first, hello_end) = self.first_hello(cr, pending, activity, seen).await?;
+        let (mut bytes, hello_end) = self.first_hello(cr, pending, activity, seen).await?;
         // Marked before the hello goes up, so whatever the server sends next
         // is read as its answer.
-        let asked = hello_end.is_some()
-            && self
-                .stage
+        let asked = hello_end.filter(|_| {
+            self.stage
                 .compare_exchange(OPEN, ASKED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok();
-        if !asked {
+                .is_ok()
+        });
+        let Some(end) = asked else {
             self.stage.store(SETTLED, Ordering::Release);
-            return send(uw, &first, up).await;
-        }
-        let held = first.split_off(hello_end.unwrap_or_default());
-        send(uw, &first, up).await?;
-        drop(first);
+            return send(uw, &bytes, up).await;
+        };
+        send(uw, &bytes[..end], up).await?;
+        // What the client sent behind its hello is held (one buffer, not
+        // two: every tunnel's state is sized for this step).
+        bytes.advance(end);
+        let held = bytes;
         let rest = if self.server_answer().await == RETRY {
-            self.second_hello(cr, uw, held, up, activity, seen).await?
+            // Boxed: a retry is rare, and its state would otherwise be part
+            // of every tunnel's.
+            Box::pin(self.second_hello(cr, uw, held, up, activity, seen)).await?
         } else {
             held
         };
@@ -114,12 +127,19 @@ impl<'a> Gate<'a> {
 
     /// Waits until the server's answer to the first hello has been read.
     async fn server_answer(&self) -> u8 {
-        loop {
-            match self.stage() {
-                ASKED => self.answered.notified().await,
-                stage => return stage,
+        std::future::poll_fn(|cx| {
+            if self.stage() == ASKED {
+                let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                *waiting = Some(cx.waker().clone());
+                // Checked again under the lock: `answer` stores first, then
+                // takes the waker, so the answer is either seen here or woken.
+                if self.stage() == ASKED {
+                    return Poll::Pending;
+                }
             }
-        }
+            Poll::Ready(self.stage())
+        })
+        .await
     }
 
     /// Reads the client's opening bytes until the first ClientHello can be
