@@ -15,6 +15,7 @@
 //! plain TCP, per read on the TLS listener). On plain TCP, a direction that
 //! turns out to be bulk continues with splice(2), zero-copy.
 
+use std::cell::RefCell;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -40,13 +41,17 @@ use gate::{Gate, Hello};
 /// write.
 const BUF_SIZE: usize = 16 * 1024;
 
-/// Buffer for a burst on the plain-TCP path, held only while bytes flow.
-/// It starts small (most bursts are a request or a response) and grows
-/// once a read fills it, since a bulk transfer costs a pair of syscalls per
-/// buffer: measured, a fixed 64 KiB start slowed small exchanges (more
-/// fresh pages per burst) while growing on demand keeps both.
-const BURST_START: usize = 16 * 1024;
-const BURST_MAX: usize = 128 * 1024;
+/// Each worker thread's buffer for plain-TCP bursts. A burst is read into
+/// it and written out before the thread moves on (only what the
+/// destination cannot take at once is copied aside), so one buffer serves
+/// every tunnel the thread runs: no allocation per burst, no fresh pages,
+/// and no relay memory held by an idle tunnel. A read that fills it marks
+/// a bulk transfer, which then moves with splice(2).
+const BURST: usize = 128 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(BURST));
+}
 
 /// What the tunnel checks and how long it may idle.
 #[derive(Debug, Clone)]
@@ -172,10 +177,9 @@ async fn watchdog(activity: &Activity, idle: Duration) -> End {
     }
 }
 
-/// Copies `r` to `w` until EOF, then half-closes `w`, allocating a buffer
-/// only when the socket is readable and freeing it as soon as it would
-/// block again: an idle tunnel costs no relay memory, and reading into
-/// spare capacity avoids zeroing it.
+/// Copies `r` to `w` until EOF, then half-closes `w`. Bursts go through
+/// the thread's scratch buffer (see `SCRATCH`), so an idle tunnel costs no
+/// relay memory, and reading into spare capacity avoids zeroing it.
 async fn pump_tcp(
     r: &mut tcp::ReadHalf<'_>,
     w: &mut tcp::WriteHalf<'_>,
@@ -184,35 +188,77 @@ async fn pump_tcp(
 ) -> Result<(), End> {
     loop {
         r.readable().await.map_err(End::Error)?;
-        let mut buf = Vec::with_capacity(BURST_START);
-        while let Some(read) = read_now(r, &mut buf) {
-            let n = read.map_err(End::Error)?;
-            if n == 0 {
-                // The peer may already be gone; its absence is not an error here.
-                let _ = w.shutdown().await;
-                return Ok(());
-            }
-            activity.touch();
-            w.write_all(&buf).await.map_err(End::Error)?;
-            count.fetch_add(n as u64, Ordering::Relaxed);
-            let full = buf.len() == buf.capacity();
-            buf.clear();
-            if !full {
+        loop {
+            match burst(r, w, count, activity).map_err(End::Error)? {
                 // A short read drained the socket (see `read_now`): wait
-                // for more without holding the buffer.
-                break;
-            }
-            if buf.capacity() >= BURST_MAX {
-                // A bulk transfer: move the rest through the kernel.
-                if let Some(pipe) = Pipe::new() {
-                    drop(buf);
-                    return splice_rest(r.as_ref(), w, &pipe, count, activity).await;
+                // for more.
+                Burst::Drained => break,
+                Burst::Eof => {
+                    // The peer may already be gone; its absence is not an error here.
+                    let _ = w.shutdown().await;
+                    return Ok(());
                 }
-            } else {
-                buf.reserve_exact(BURST_MAX);
+                Burst::Blocked(rest) => {
+                    w.write_all(&rest).await.map_err(End::Error)?;
+                    count.fetch_add(rest.len() as u64, Ordering::Relaxed);
+                }
+                Burst::Bulk => {
+                    // Move the rest through the kernel (or keep copying if
+                    // no pipe can be had).
+                    if let Some(pipe) = Pipe::new() {
+                        return splice_rest(r.as_ref(), w, &pipe, count, activity).await;
+                    }
+                }
             }
         }
     }
+}
+
+/// What one pass of `burst` did.
+enum Burst {
+    /// Nothing more to read for now.
+    Drained,
+    /// The peer finished sending.
+    Eof,
+    /// The destination took only part of the burst: the rest, to write
+    /// before reading on.
+    Blocked(Vec<u8>),
+    /// The read filled the buffer, all written: a bulk transfer.
+    Bulk,
+}
+
+/// Reads what `r` has, without waiting, into the thread's scratch buffer
+/// and writes it to `w` as far as `w` takes it without waiting.
+fn burst(
+    r: &mut tcp::ReadHalf<'_>,
+    w: &tcp::WriteHalf<'_>,
+    count: &AtomicU64,
+    activity: &Activity,
+) -> io::Result<Burst> {
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        let Some(read) = read_now(r, buf) else {
+            return Ok(Burst::Drained);
+        };
+        let n = read?;
+        if n == 0 {
+            return Ok(Burst::Eof);
+        }
+        activity.touch();
+        let sent = match w.try_write(buf) {
+            Ok(sent) => sent,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        count.fetch_add(sent as u64, Ordering::Relaxed);
+        Ok(if sent < n {
+            Burst::Blocked(buf[sent..].to_vec())
+        } else if n == buf.capacity() {
+            Burst::Bulk
+        } else {
+            Burst::Drained
+        })
+    })
 }
 
 /// One read into `buf`'s spare capacity if the socket has data, without
