@@ -11,8 +11,9 @@
 //! direction runs from the start, so server-first protocols are not held up
 //! by the gate.
 //!
-//! Tunnels hold no relay buffer while idle (one is allocated per burst on
-//! plain TCP, per read on the TLS listener). On plain TCP, a direction that
+//! Tunnels hold no relay buffer while idle: on plain TCP a burst passes
+//! through the worker thread's scratch buffer, on the TLS listener each
+//! read gets a buffer of its own. On plain TCP, a direction that
 //! turns out to be bulk continues with splice(2), zero-copy.
 
 use std::cell::RefCell;
