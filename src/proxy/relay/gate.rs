@@ -332,3 +332,6 @@ async fn read_more<R: AsyncRead + Unpin>(
     }
     Ok(n > 0)
 }
+
+#[cfg(test)]
+mod tests;
