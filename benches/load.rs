@@ -12,6 +12,8 @@
 //! - `SLUICE_BENCH_SECONDS` per timed workload (default 5)
 //! - `SLUICE_BENCH_RUNS` (default 1; with more, cells show median (min–max))
 //! - `SLUICE_BENCH_IDLE_TUNNELS` (default 2000; capped by the open-files limit)
+//! - `SLUICE_BENCH_PACED_RATE` requests/s of the open-loop keep-alive
+//!   workload (default 20000, about a quarter of what one core relays)
 //! - `SLUICE_BENCH_BIN` the sluice binary (default: cargo's `CARGO_BIN_EXE_sluice`)
 //! - `SLUICE_BENCH_PIN=0` to leave CPU placement to the scheduler
 //! - `SLUICE_BENCH_PROXY=squid` to measure Squid instead, the same way
@@ -57,6 +59,7 @@ struct Options {
     duration: Duration,
     runs: usize,
     idle_tunnels: usize,
+    paced_rate: f64,
     bin: PathBuf,
     pin: bool,
     proxy: child::Kind,
@@ -74,6 +77,10 @@ impl Options {
             duration: Duration::from_secs_f64(seconds),
             runs: env("SLUICE_BENCH_RUNS", 1usize)?.max(1),
             idle_tunnels: env("SLUICE_BENCH_IDLE_TUNNELS", idle)?.max(1),
+            paced_rate: match env("SLUICE_BENCH_PACED_RATE", 20_000.0)? {
+                r if (1.0..=1e7).contains(&r) => r,
+                _ => return Err("SLUICE_BENCH_PACED_RATE must be between 1 and 10000000".into()),
+            },
             bin: std::env::var_os("SLUICE_BENCH_BIN").map_or_else(
                 || PathBuf::from(env!("CARGO_BIN_EXE_sluice")),
                 PathBuf::from,
@@ -188,6 +195,7 @@ async fn bench(opts: &Options, cpus: Option<(u32, u32)>) -> Result<(), Error> {
             sluice_pid: sluice.pid,
             ticks_per_s,
             duration: opts.duration,
+            paced_rate: opts.paced_rate,
         };
         eprintln!(
             "run {run}/{}: {:?} pid {}",
@@ -241,7 +249,10 @@ async fn one_run(
     let absolute = step(b, report::ROWS[2].name, workloads::absolute(b)).await?;
     let fresh = step(b, report::ROWS[3].name, workloads::absolute_fresh(b)).await?;
     let bulk = step(b, report::ROWS[4].name, workloads::bulk(b)).await?;
-    let all = vec![tunnels, keepalive, absolute, fresh, bulk, idle, idle_tls];
+    let paced = step(b, report::ROWS[7].name, workloads::keepalive_paced(b)).await?;
+    let all = vec![
+        tunnels, keepalive, absolute, fresh, bulk, idle, idle_tls, paced,
+    ];
     logged += all.iter().map(|m| m.logged).sum::<u64>();
     Ok((all, logged))
 }
@@ -331,9 +342,10 @@ fn describe(opts: &Options, cpus: Option<(u32, u32)>, idle: usize) {
         None => eprintln!("placement: not pinned"),
     }
     eprintln!(
-        "settings: {:.1} s per workload, {} run(s), {idle} idle tunnels",
+        "settings: {:.1} s per workload, {} run(s), {idle} idle tunnels, open loop at {} req/s",
         opts.duration.as_secs_f64(),
-        opts.runs
+        opts.runs,
+        opts.paced_rate
     );
 }
 

@@ -20,7 +20,7 @@ pub struct Row {
 }
 
 /// The workloads in the order they run and are printed.
-pub const ROWS: [Row; 7] = [
+pub const ROWS: [Row; 8] = [
     Row {
         name: "new tunnel + 1 small exchange + close (16 clients)",
         rate_unit: "tunnels/s",
@@ -61,6 +61,12 @@ pub const ROWS: [Row; 7] = [
         name: "idle tunnels through the TLS listener (client certificate)",
         rate_unit: "open",
         cost_unit: "KiB/tunnel RSS",
+        target: None,
+    },
+    Row {
+        name: "keep-alive requests in 64 tunnels at a fixed rate (open loop)",
+        rate_unit: "req/s",
+        cost_unit: "µs/req",
         target: None,
     },
 ];

@@ -4,7 +4,8 @@
 //! client sees them.
 //!
 //! 1. [`tunnels`]: new CONNECT tunnel + one small exchange + close.
-//! 2. [`keepalive`]: small requests on a few long-lived tunnels.
+//! 2. [`keepalive`]: small requests on a few long-lived tunnels, back to
+//!    back; and [`keepalive_paced`]: the same at a fixed rate (open loop).
 //! 3. [`absolute`]: absolute-form `GET http://…` on persistent connections,
 //!    and [`absolute_fresh`]: the same on a new connection each.
 //! 4. [`bulk`]: large downloads through a few tunnels.
@@ -27,6 +28,8 @@ const TUNNEL_CLIENTS: usize = 16;
 const KEEPALIVE_TUNNELS: usize = 8;
 const ABSOLUTE_CLIENTS: usize = 8;
 const BULK_TUNNELS: usize = 4;
+/// Tunnels sharing the paced (open-loop) keep-alive load.
+pub const PACED_TUNNELS: usize = 64;
 /// Size of one bulk response; tunnels fetch these back to back.
 const BULK_MIB: u64 = 64;
 /// Upper bounds on the work of one workload, whatever its duration.
@@ -54,6 +57,8 @@ pub struct Bench {
     pub ticks_per_s: u64,
     /// How long each timed workload runs.
     pub duration: Duration,
+    /// Requests per second of the paced keep-alive workload.
+    pub paced_rate: f64,
 }
 
 /// One workload's result, in the units its row of the table uses.
@@ -339,6 +344,66 @@ pub async fn keepalive(b: &Bench) -> Result<Measured, Error> {
     .await?;
     let (mut tally, spent) = hammer(b, conns, request, false).await?;
     tally.logged += KEEPALIVE_TUNNELS as u64;
+    let units = tally.units as f64;
+    Ok(measured(tally, &spent, units))
+}
+
+/// Workload 2b: keep-alive requests on [`PACED_TUNNELS`] tunnels at a fixed
+/// total rate, as agents send them, rather than as fast as sluice answers.
+/// Request `i` is due at `i / rate` into the window. A tunnel whose last
+/// answer came after its next request was due sends at once and counts
+/// that request's latency from when it was due, so a stall in the proxy
+/// shows in the percentiles instead of slowing the load (no coordinated
+/// omission); otherwise latency runs from the send, so the load side's
+/// 1 ms timer is not charged to the proxy.
+pub async fn keepalive_paced(b: &Bench) -> Result<Measured, Error> {
+    let request = small_request(&b.authority, false);
+    let conns = prepared(PACED_TUNNELS, &request, || {
+        Conn::tunnel(b.proxy, &b.authority)
+    })
+    .await?;
+    let window = Window::open(b)?;
+    let deadline = window.start + b.duration;
+    let every = Duration::from_secs_f64(PACED_TUNNELS as f64 / b.paced_rate);
+    let mut set = JoinSet::new();
+    for (i, mut conn) in conns.into_iter().enumerate() {
+        let request = request.clone();
+        let mut due = window.start + Duration::from_secs_f64(i as f64 / b.paced_rate);
+        set.spawn(async move {
+            let mut t = Tally::default();
+            while due < deadline && t.units < MAX_UNITS && t.errors < MAX_ERRORS {
+                let from = if Instant::now() > due {
+                    due
+                } else {
+                    tokio::time::sleep_until(due).await;
+                    Instant::now()
+                };
+                match conn.exchange(&request).await {
+                    Ok(_) => {
+                        t.latencies_ns.push(from.elapsed().as_nanos() as u64);
+                        t.units += 1;
+                    }
+                    Err(e) => {
+                        t.fail(&e);
+                        break;
+                    }
+                }
+                due += every;
+            }
+            t.logged += 1;
+            (t, conn)
+        });
+    }
+    let mut tally = Tally::default();
+    let mut open = Vec::with_capacity(PACED_TUNNELS);
+    while let Some(done) = set.join_next().await {
+        let (t, conn) = done?;
+        tally.merge(t);
+        open.push(conn);
+    }
+    let spent = window.close(b)?;
+    // Closed only after the window: closing is not this workload's work.
+    drop(open);
     let units = tally.units as f64;
     Ok(measured(tally, &spent, units))
 }
