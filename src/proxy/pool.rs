@@ -13,9 +13,9 @@
 //! operations and never across an await. Idle connections expire after
 //! [`IDLE_FOR`]; a sweeper closes expired ones that no request asks for.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -48,12 +48,65 @@ pub struct Upstream {
     pub buf: BytesMut,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 struct Key {
     agent: Arc<str>,
     host: Host,
     port: u16,
 }
+
+/// A key as a lookup sees it: borrowed parts, so that taking or keeping a
+/// connection looks its list up without building (allocating) a [`Key`].
+trait View {
+    fn parts(&self) -> (&str, &Host, u16);
+}
+
+impl View for Key {
+    fn parts(&self) -> (&str, &Host, u16) {
+        (&self.agent, &self.host, self.port)
+    }
+}
+
+impl View for (&str, &Host, u16) {
+    fn parts(&self) -> (&str, &Host, u16) {
+        *self
+    }
+}
+
+impl Hash for dyn View + '_ {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for dyn View + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn View + '_ {}
+
+impl<'a> Borrow<dyn View + 'a> for Key {
+    fn borrow(&self) -> &(dyn View + 'a) {
+        self
+    }
+}
+
+// The map hashes a stored key and a lookup the same way: both as their parts.
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for Key {}
 
 #[derive(Debug)]
 struct Idle {
@@ -66,6 +119,8 @@ type Shard = Mutex<HashMap<Key, Vec<Idle>>>;
 #[derive(Debug)]
 pub struct Pool {
     shards: Box<[Shard]>,
+    /// Picks a key's shard (keyed, like the maps inside).
+    hasher: RandomState,
     idle: AtomicUsize,
     /// How long a connection may stay idle ([`IDLE_FOR`] but in tests).
     idle_for: Duration,
@@ -75,6 +130,7 @@ impl Pool {
     fn new(idle_for: Duration) -> Pool {
         Pool {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
             idle: AtomicUsize::new(0),
             idle_for,
         }
@@ -101,23 +157,17 @@ impl Pool {
         port: u16,
         vetted: &[IpAddr],
     ) -> Option<Upstream> {
-        let key = Key {
-            agent: agent.clone(),
-            host: host.clone(),
-            port,
-        };
+        let key: &dyn View = &(&**agent, host, port);
         loop {
             let idle = {
-                let mut shard = self.shard(&key);
-                let list = shard.get_mut(&key)?;
+                let mut shard = self.shard(key);
+                let list = shard.get_mut(key)?;
                 let i = list
                     .iter()
                     .rposition(|c| vetted.contains(&c.conn.addr.ip()))?;
-                let idle = list.remove(i);
-                if list.is_empty() {
-                    shard.remove(&key);
-                }
-                idle
+                // An emptied list stays for the next `put` (no allocation
+                // per request); the sweeper removes it once it is stale.
+                list.remove(i)
             };
             self.idle.fetch_sub(1, Ordering::Relaxed);
             if idle.since.elapsed() < self.idle_for && still_open(&idle.conn.stream) {
@@ -134,19 +184,28 @@ impl Pool {
         if !conn.buf.is_empty() || self.idle.load(Ordering::Relaxed) >= TOTAL {
             return;
         }
-        let key = Key {
-            agent: agent.clone(),
-            host: host.clone(),
-            port,
+        let key: &dyn View = &(&**agent, host, port);
+        let idle = Idle {
+            conn,
+            since: Instant::now(),
         };
         let evicted = {
-            let mut shard = self.shard(&key);
-            let list = shard.entry(key).or_default();
-            list.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
-            (list.len() > PER_KEY).then(|| list.remove(0))
+            let mut shard = self.shard(key);
+            match shard.get_mut(key) {
+                Some(list) => {
+                    list.push(idle);
+                    (list.len() > PER_KEY).then(|| list.remove(0))
+                }
+                None => {
+                    let key = Key {
+                        agent: agent.clone(),
+                        host: host.clone(),
+                        port,
+                    };
+                    shard.insert(key, vec![idle]);
+                    None
+                }
+            }
         };
         if evicted.is_none() {
             self.idle.fetch_add(1, Ordering::Relaxed);
@@ -183,10 +242,8 @@ impl Pool {
         }
     }
 
-    fn shard(&self, key: &Key) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Idle>>> {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        lock(&self.shards[h.finish() as usize % SHARDS])
+    fn shard(&self, key: &dyn View) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Idle>>> {
+        lock(&self.shards[self.hasher.hash_one(key) as usize % SHARDS])
     }
 }
 
@@ -249,6 +306,13 @@ mod tests {
         (conn, origin)
     }
 
+    impl Pool {
+        /// Keys with a list, empty or not.
+        fn keys(&self) -> usize {
+            self.shards.iter().map(|s| lock(s).len()).sum()
+        }
+    }
+
     fn host(name: &str) -> Host {
         Host::parse(name).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -280,8 +344,17 @@ mod tests {
             pool.take(&a, &api, port, &elsewhere).is_none(),
             "not vetted now"
         );
-        assert!(pool.take(&a, &api, port, &loopback).is_some());
+        let conn = pool.take(&a, &api, port, &loopback);
+        assert!(conn.is_some());
         assert!(pool.is_empty());
+        // Its emptied list waits for the next put, which reuses it ...
+        pool.put(&a, &api, port, conn.unwrap_or_else(|| unreachable!()));
+        assert_eq!(pool.len(), 1);
+        assert_eq!(pool.keys(), 1);
+        // ... and is swept once nothing is left in it.
+        assert!(pool.take(&a, &api, port, &loopback).is_some());
+        pool.expire();
+        assert_eq!(pool.keys(), 0);
     }
 
     #[tokio::test]
