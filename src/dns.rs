@@ -118,8 +118,8 @@ impl Resolver {
     }
 
     /// Looks `name` up (A and AAAA). An empty answer is an error, never an
-    /// empty list.
-    pub async fn resolve(&self, name: &Name) -> Result<Vec<IpAddr>, DnsError> {
+    /// empty list. A cache hit shares the cached list rather than copying it.
+    pub async fn resolve(&self, name: &Name) -> Result<Arc<[IpAddr]>, DnsError> {
         if let Some(ips) = self.hot.get(name, Instant::now()) {
             return Ok(ips);
         }
@@ -129,7 +129,7 @@ impl Resolver {
             .lookup_ip(fqdn.as_str())
             .await
             .map_err(classify)?;
-        let ips: Vec<IpAddr> = lookup.iter().collect();
+        let ips: Arc<[IpAddr]> = lookup.iter().collect();
         if ips.is_empty() {
             return Err(DnsError::Rcode { rcode: "NOERROR" });
         }
@@ -172,14 +172,14 @@ impl HotCache {
         &self.shards[i]
     }
 
-    fn get(&self, name: &Name, now: Instant) -> Option<Vec<IpAddr>> {
+    fn get(&self, name: &Name, now: Instant) -> Option<Arc<[IpAddr]>> {
         // A poisoned shard only means a panic elsewhere mid-insert; the map
         // itself is still sound.
         let shard = self.shard(name).lock().unwrap_or_else(|p| p.into_inner());
         shard
             .get(name)
             .filter(|c| c.until > now)
-            .map(|c| c.ips.to_vec())
+            .map(|c| c.ips.clone())
     }
 
     fn put(&self, name: &Name, ips: &[IpAddr], until: Instant) {

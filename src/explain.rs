@@ -142,7 +142,7 @@ pub async fn explain(
         return Ok(e);
     }
     let ips = match &host {
-        Host::Ip(ip) => vec![*ip],
+        Host::Ip(ip) => Arc::from([*ip]),
         Host::Name(_) if no_dns => return Ok(e),
         Host::Name(name) => {
             let mut dns = policy.config.dns.clone();

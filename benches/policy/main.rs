@@ -25,7 +25,7 @@ use sluice::config::Config;
 use sluice::host::Host;
 use sluice::identity::Evidence;
 use sluice::policy::{Policy, Verdict, addrs};
-use sluice::telemetry::access_log::Record;
+use sluice::telemetry::access_log::{Record, RequestId, Stamp};
 
 mod rules;
 use rules::{AGENT, AGENTS, RULES_PER_AGENT, config_toml, load};
@@ -152,16 +152,24 @@ fn bench_addrs(c: &mut Criterion) {
     group.finish();
 }
 
+/// `ms` milliseconds after the Unix epoch.
+fn at(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
 /// One access-log line from a filled-in record: an allowed absolute-form
 /// request (most fields present) and a refused CONNECT (few).
 fn bench_log_line(c: &mut Criterion) {
     let allowed = Record {
-        ts: "2026-11-22T08:30:00.123Z".to_owned(),
-        id: "0123456789abcdef00000042".to_owned(),
+        ts: Stamp(at(1_795_336_200_123)),
+        id: RequestId {
+            prefix: 0x0123_4567_89ab_cdef,
+            n: 0x42,
+        },
         agent: Some("research-agent".into()),
         identity: Some("token"),
         src: "10.42.7.19:51234".into(),
-        method: Some("GET".to_owned()),
+        method: Some("GET".into()),
         host: Some("api.example.com".to_owned()),
         port: Some(80),
         path: Some("/v1/search".to_owned()),
@@ -169,7 +177,10 @@ fn bench_log_line(c: &mut Criterion) {
         rule: Some("api.example.com".into()),
         mode: Some("enforce"),
         status: Some(200),
-        ips: Some(vec![[93, 184, 215, 14].into(), [93, 184, 215, 15].into()]),
+        ips: Some(Arc::from([
+            [93, 184, 215, 14].into(),
+            [93, 184, 215, 15].into(),
+        ])),
         ip: Some([93, 184, 215, 14].into()),
         bytes_up: Some(312),
         bytes_down: Some(18_734),
@@ -179,12 +190,15 @@ fn bench_log_line(c: &mut Criterion) {
         ..Record::default()
     };
     let refused = Record {
-        ts: "2026-11-22T08:30:00.124Z".to_owned(),
-        id: "0123456789abcdef00000043".to_owned(),
+        ts: Stamp(at(1_795_336_200_124)),
+        id: RequestId {
+            prefix: 0x0123_4567_89ab_cdef,
+            n: 0x43,
+        },
         agent: Some("research-agent".into()),
         identity: Some("source"),
         src: "10.42.7.19:51236".into(),
-        method: Some("CONNECT".to_owned()),
+        method: Some("CONNECT".into()),
         host: Some("evil.example".to_owned()),
         port: Some(443),
         decision: "deny",

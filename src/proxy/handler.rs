@@ -16,7 +16,7 @@ use tokio::time::{Duration, Instant};
 use crate::host::Host;
 use crate::identity::{Evidence, IdentityError};
 use crate::policy::{AgentSlot, Policy, Verdict};
-use crate::telemetry::access_log::{Entry, ms, src_text};
+use crate::telemetry::access_log::{Entry, method_name, ms, src_text};
 
 use super::error::ProxyError;
 use super::head::{self, Head, ReadError};
@@ -45,7 +45,7 @@ pub struct Conn<S> {
 /// A request the policy has let through, with its vetted addresses.
 struct Admitted {
     target: Target,
-    ips: Vec<IpAddr>,
+    ips: Arc<[IpAddr]>,
     agent: usize,
 }
 
@@ -189,7 +189,7 @@ impl<S: ClientIo> Conn<S> {
     /// Handles one request; returns whether the connection may carry another.
     async fn request(&mut self, policy: &Policy, head: Head) -> bool {
         let mut log = Entry::new(&self.state.log, self.src.clone());
-        log.record.method = Some(head.method().to_owned());
+        log.record.method = Some(method_name(head.method()));
         match self.admit(policy, &head, &mut log).await {
             Err(e) => {
                 let rule = log.record.rule.clone();
@@ -267,9 +267,9 @@ impl<S: ClientIo> Conn<S> {
 
     /// The target's addresses: the literal one, or the resolver's answer
     /// (timed, counted, and logged whole, forbidden addresses included).
-    async fn resolve(&self, target: &Target, log: &mut Entry) -> Result<Vec<IpAddr>, ProxyError> {
+    async fn resolve(&self, target: &Target, log: &mut Entry) -> Result<Arc<[IpAddr]>, ProxyError> {
         let name = match &target.host {
-            Host::Ip(ip) => return Ok(vec![*ip]),
+            Host::Ip(ip) => return Ok(Arc::from([*ip])),
             Host::Name(name) => name,
         };
         let m = &self.state.metrics;
@@ -298,11 +298,9 @@ impl<S: ClientIo> Conn<S> {
             Host::Ip(ip) => ip.to_string(),
         });
         log.record.port = Some(target.port);
-        if let Kind::Forward { path, query, .. } = &target.kind {
-            log.record.path = Some(path.clone());
-            if policy.config.log.include_query {
-                log.record.query = query.clone();
-            }
+        log.record.path = target.kind.path().map(str::to_owned);
+        if policy.config.log.include_query {
+            log.record.query = target.kind.query().map(str::to_owned);
         }
     }
 

@@ -22,15 +22,39 @@ pub struct Target {
 pub enum Kind {
     Connect,
     Forward {
-        /// Path as sent, without the query (for the log).
-        path: String,
-        /// Query without '?', if any.
-        query: Option<String>,
         /// The origin-form request-target to send upstream (`/path?query`).
         origin_form: String,
+        /// Where the query starts in `origin_form` (just after its '?').
+        query_at: Option<usize>,
         /// The request body's framing.
         body: Framing,
     },
+}
+
+impl Kind {
+    /// A forwarded request's path as sent, without the query (for the log).
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Kind::Connect => None,
+            Kind::Forward {
+                origin_form,
+                query_at,
+                ..
+            } => Some(&origin_form[..query_at.map_or(origin_form.len(), |q| q - 1)]),
+        }
+    }
+
+    /// A forwarded request's query without its '?', if it has one.
+    pub fn query(&self) -> Option<&str> {
+        match self {
+            Kind::Connect => None,
+            Kind::Forward {
+                origin_form,
+                query_at,
+                ..
+            } => query_at.map(|q| &origin_form[q..]),
+        }
+    }
 }
 
 /// How a message body is delimited (RFC 9112 §6).
@@ -84,18 +108,14 @@ impl Target {
             p if p.starts_with('?') => format!("/{p}"),
             p => p.to_owned(),
         };
-        let (path, query) = match origin_form.split_once('?') {
-            Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-            None => (origin_form.clone(), None),
-        };
-        check_host_header(head, &host, port)?;
+        let query_at = origin_form.find('?').map(|i| i + 1);
+        check_host_header(head, authority, &host, port)?;
         Ok(Target {
             host,
             port,
             kind: Kind::Forward {
-                path,
-                query,
                 origin_form,
+                query_at,
                 body: request_framing(head)?,
             },
         })
@@ -109,13 +129,24 @@ impl Target {
 
 /// The Host header, when present, must name the URI's host and port (SPEC
 /// "Protocols"): an origin that routes on Host must not be steered to a
-/// name the policy never saw.
-fn check_host_header(head: &Head, host: &Host, port: u16) -> Result<(), &'static str> {
+/// name the policy never saw. `authority` is the URI's, as sent, which
+/// parsed to `host` and `port`.
+fn check_host_header(
+    head: &Head,
+    authority: &str,
+    host: &Host,
+    port: u16,
+) -> Result<(), &'static str> {
     let value = match head.get_one("host") {
         Err(_) => return Err("more than one Host header"),
         Ok(None) => return Ok(()),
         Ok(Some(v)) => v,
     };
+    // What clients send: the URI's authority again, byte for byte. The
+    // same bytes parse the same way, so there is nothing to compare.
+    if value == authority.as_bytes() {
+        return Ok(());
+    }
     let value = std::str::from_utf8(value).map_err(|_| "Host header is not ASCII")?;
     let (h, p) =
         host::parse_authority(value.trim(), Some(80)).map_err(|_| "invalid Host header")?;
@@ -181,4 +212,74 @@ pub fn parse_length(v: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::head;
+    use bytes::BytesMut;
+    use tokio::time::{Duration, Instant};
+
+    async fn target(raw: &str) -> Target {
+        let mut r = raw.as_bytes();
+        let mut buf = BytesMut::new();
+        let far = Instant::now() + Duration::from_secs(5);
+        let head = head::read(&mut r, &mut buf, 64 * 1024, far, far)
+            .await
+            .unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+        Target::parse(&head).unwrap_or_else(|e| panic!("{raw:?}: {e}"))
+    }
+
+    /// What the origin is sent, and what the log shows as path and query.
+    #[tokio::test]
+    async fn the_request_target_splits_into_path_and_query_at_the_first_question_mark() {
+        for (url, origin_form, path, query) in [
+            ("http://a.example", "/", "/", None),
+            ("http://a.example/", "/", "/", None),
+            ("http://a.example?q=1", "/?q=1", "/", Some("q=1")),
+            (
+                "http://a.example/x/y?q=1&r",
+                "/x/y?q=1&r",
+                "/x/y",
+                Some("q=1&r"),
+            ),
+            ("http://a.example/x?", "/x?", "/x", Some("")),
+            ("http://a.example/x?a?b", "/x?a?b", "/x", Some("a?b")),
+        ] {
+            let t = target(&format!("GET {url} HTTP/1.1\r\n\r\n")).await;
+            let Kind::Forward { origin_form: o, .. } = &t.kind else {
+                panic!("{url}: not forwarded");
+            };
+            assert_eq!(o, origin_form, "{url}");
+            assert_eq!(t.kind.path(), Some(path), "{url}");
+            assert_eq!(t.kind.query(), query, "{url}");
+        }
+        let connect = target("CONNECT a.example:443 HTTP/1.1\r\n\r\n").await;
+        assert_eq!((connect.kind.path(), connect.kind.query()), (None, None));
+    }
+
+    /// A Host header equal to the URI's authority passes without a second
+    /// parse; any other must still name the same host and port.
+    #[tokio::test]
+    async fn the_host_header_must_name_the_uri_host_and_port() {
+        for (url, host, ok) in [
+            ("http://a.example:8080/", "a.example:8080", true),
+            ("http://A.example:8080/", "A.example:8080", true),
+            ("http://a.example:8080/", "A.EXAMPLE:8080", true),
+            ("http://a.example/", "a.example:80", true),
+            ("http://a.example:8080/", "a.example", false),
+            ("http://a.example:8080/", "b.example:8080", false),
+            ("http://a.example/", "a.example:81", false),
+        ] {
+            let raw = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            let mut r = raw.as_bytes();
+            let mut buf = BytesMut::new();
+            let far = Instant::now() + Duration::from_secs(5);
+            let head = head::read(&mut r, &mut buf, 64 * 1024, far, far)
+                .await
+                .unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+            assert_eq!(Target::parse(&head).is_ok(), ok, "{raw:?}");
+        }
+    }
 }

@@ -9,6 +9,8 @@
 //! [`Entry`] is dropped without being finished (its task was cancelled), it
 //! is written from `Drop` as a safety net.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use std::io::Write;
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use tokio::sync::mpsc;
 
 use super::metrics::{AgentSeries, Metrics, NO_AGENT};
@@ -39,15 +41,15 @@ const GATHER: Duration = Duration::from_millis(2);
 /// invented; `agent` and `reason` are always present (null when none).
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Record {
-    pub ts: String,
-    pub id: String,
+    pub ts: Stamp,
+    pub id: RequestId,
     pub agent: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity: Option<&'static str>,
     /// The client's address, formatted once per connection.
     pub src: Arc<str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<String>,
+    pub method: Option<Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,7 +71,7 @@ pub struct Record {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ips: Option<Vec<IpAddr>>,
+    pub ips: Option<Arc<[IpAddr]>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -100,6 +102,65 @@ impl Record {
         }
         line.push(b'\n');
         line
+    }
+}
+
+/// When a line was written: RFC 3339 in UTC with milliseconds. Formatted
+/// straight into the line, never into a `String` of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp(pub SystemTime);
+
+impl Default for Stamp {
+    fn default() -> Self {
+        Stamp(SystemTime::UNIX_EPOCH)
+    }
+}
+
+impl Serialize for Stamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+/// A request's id: the process's random prefix as 16 hex digits, then the
+/// request's number as at least 8, like `format!("{prefix:016x}{n:08x}")`
+/// but written into the line directly.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestId {
+    pub prefix: u64,
+    pub n: u64,
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n_digits = (64 - self.n.leading_zeros()).div_ceil(4).max(8) as usize;
+        let mut id = [0u8; 32];
+        for (value, digits, at) in [(self.prefix, 16, 0), (self.n, n_digits, 16)] {
+            for i in 0..digits {
+                let shift = (digits - 1 - i) * 4;
+                id[at + i] = HEX[((value >> shift) & 0xf) as usize];
+            }
+        }
+        // Only ASCII hex digits were written.
+        f.write_str(std::str::from_utf8(&id[..16 + n_digits]).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl Serialize for RequestId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The log's `method` field: the standard methods without an allocation.
+pub fn method_name(m: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    match KNOWN.iter().find(|k| **k == m) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(m.to_owned()),
     }
 }
 
@@ -283,20 +344,6 @@ pub fn src_text(addr: SocketAddr) -> Arc<str> {
     addr.to_string().into()
 }
 
-/// `prefix` as 16 hex digits, then `n` as at least 8: what `format!`
-/// would print, without its machinery on every request.
-fn request_id(prefix: u64, n: u64) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n_digits = (64 - n.leading_zeros()).div_ceil(4).max(8);
-    let mut id = String::with_capacity(16 + n_digits as usize);
-    for (value, digits) in [(prefix, 16), (n, n_digits)] {
-        for i in (0..digits).rev() {
-            id.push(char::from(HEX[((value >> (i * 4)) & 0xf) as usize]));
-        }
-    }
-    id
-}
-
 impl Entry {
     /// Starts a record for a request from `src` (see [`src_text`]).
     pub fn new(sink: &Sink, src: Arc<str>) -> Entry {
@@ -309,7 +356,10 @@ impl Entry {
         let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Entry {
             record: Box::new(Record {
-                id: request_id(id_prefix(), n),
+                id: RequestId {
+                    prefix: id_prefix(),
+                    n,
+                },
                 src,
                 decision: "deny",
                 ..Record::default()
@@ -333,7 +383,7 @@ impl Entry {
     fn seal(&mut self) -> Option<(Sink, Vec<u8>)> {
         let sink = self.sink.take()?;
         let r = &mut self.record;
-        r.ts = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        r.ts = Stamp(SystemTime::now());
         r.duration_ms = ms(self.started.elapsed());
         let agent = r.agent.as_deref().unwrap_or(NO_AGENT);
         let m = &sink.0.metrics;
@@ -390,6 +440,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_timestamp_is_rfc3339_utc_with_milliseconds() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_336_200_123);
+        let json = serde_json::to_string(&Stamp(at)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json, "\"2026-11-22T08:30:00.123Z\"");
+    }
+
+    #[test]
+    fn standard_methods_are_named_without_allocating_and_others_as_sent() {
+        assert!(matches!(method_name("GET"), Cow::Borrowed("GET")));
+        assert!(matches!(method_name("CONNECT"), Cow::Borrowed("CONNECT")));
+        assert_eq!(method_name("PROPFIND"), "PROPFIND");
+        assert!(matches!(method_name("get"), Cow::Owned(_)));
+    }
+
+    #[test]
     fn request_ids_read_as_format_would_print_them() {
         for (prefix, n) in [
             (0, 0),
@@ -398,7 +463,10 @@ mod tests {
             (7, 0x1_0000_0000),
             (0xdead_beef, u64::MAX),
         ] {
-            assert_eq!(request_id(prefix, n), format!("{prefix:016x}{n:08x}"));
+            let id = RequestId { prefix, n };
+            assert_eq!(id.to_string(), format!("{prefix:016x}{n:08x}"));
+            let json = serde_json::to_string(&id).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(json, format!("\"{prefix:016x}{n:08x}\""));
         }
     }
 }
