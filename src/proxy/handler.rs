@@ -328,7 +328,7 @@ impl<S: ClientIo> Conn<S> {
         series.tunnels.inc();
         let opts = relay::Options {
             idle_timeout: egress.idle_timeout,
-            sni_host: a.target.host.name(),
+            sni_host: &a.target.host,
             require_sni: agent.require_sni,
             allow_ech: agent.allow_ech,
         };

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, tcp};
 use tokio::time::Instant;
 
-use crate::host::Name;
+use crate::host::Host;
 
 use super::ClientIo;
 
@@ -58,8 +58,11 @@ thread_local! {
 #[derive(Debug, Clone)]
 pub struct Options<'a> {
     pub idle_timeout: Duration,
-    /// The CONNECT host to hold the ClientHello's SNI to (None for IP literals).
-    pub sni_host: Option<&'a Name>,
+    /// The CONNECT host the ClientHello's SNI must name. For an IP
+    /// literal that means no SNI at all (RFC 6066 names no addresses), or
+    /// the same address: a name there would be fronting through an
+    /// address the agent may reach to a site it may not.
+    pub sni_host: &'a Host,
     /// Refuse first bytes that are not a ClientHello carrying SNI.
     pub require_sni: bool,
     /// Let through a ClientHello that offers Encrypted Client Hello.

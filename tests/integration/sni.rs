@@ -83,6 +83,61 @@ async fn mismatched_sni_never_reaches_the_origin() {
     p.shutdown().await;
 }
 
+/// A tunnel to an IP literal (allowed by an address rule) is held to the
+/// same rule: TLS clients send no SNI for an address (RFC 6066), so a
+/// ClientHello naming a host is fronting through an address the agent may
+/// reach to a site its rules never named.
+#[tokio::test]
+async fn a_tunnel_to_an_address_admits_no_sni_and_refuses_a_name() {
+    let origin = TlsOrigin::start(&["127.0.0.1", "other.example.com"]).await;
+    let target = format!("127.0.0.1:{}", origin.port());
+    let rules = |extra: &str| {
+        format!(
+            "[egress]\nallow_cidrs = [\"127.0.0.1/32\"]\n{extra}\n\
+             [[agent]]\nname = \"ci\"\nsources = [\"127.0.0.11\"]\n\
+             allow = [\"127.0.0.1/32:{}\"]\n",
+            origin.port()
+        )
+    };
+    let mut p = proxy(&rules("")).run().await;
+
+    // What a client does for https://127.0.0.1/: no SNI, and it passes.
+    let (tcp, rsp) = net::connect(CI, p.addr, &target, "").await;
+    assert_eq!(rsp.status, 200);
+    let address = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let mut tls = origin.connector().connect(address, tcp).await.unwrap();
+    assert_eq!(ping(&mut tls).await, "hello over tls");
+    drop(tls);
+    let log = p.next_log().await;
+    assert_eq!(log["decision"], "allow", "{log}");
+    assert!(log.get("sni").is_none(), "{log}");
+
+    // A name in the hello: refused before the origin sees a byte.
+    let received = origin.received();
+    let (tcp, rsp) = net::connect(CI, p.addr, &target, "").await;
+    assert_eq!(rsp.status, 200);
+    let name = ServerName::try_from("other.example.com").unwrap();
+    assert!(origin.connector().connect(name, tcp).await.is_err());
+    let log = p.next_log().await;
+    assert_eq!(log["reason"], "sni_mismatch", "{log}");
+    assert_eq!(log["sni"], "other.example.com", "{log}");
+    assert_eq!(log["bytes_up"], 0, "{log}");
+    assert_eq!(origin.received(), received, "bytes reached the origin");
+    p.shutdown().await;
+
+    // And with require_sni, an address tunnel cannot carry TLS at all.
+    let mut p = proxy(&rules("require_sni = true")).run().await;
+    let (tcp, rsp) = net::connect(CI, p.addr, &target, "").await;
+    assert_eq!(rsp.status, 200);
+    let address = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    assert!(origin.connector().connect(address, tcp).await.is_err());
+    let log = p.next_log().await;
+    assert_eq!(log["reason"], "sni_missing", "{log}");
+    assert_eq!(log["bytes_up"], 0, "{log}");
+    assert_eq!(origin.received(), received, "bytes reached the origin");
+    p.shutdown().await;
+}
+
 #[tokio::test]
 async fn client_hello_one_byte_at_a_time_is_reassembled() {
     let origin = TlsOrigin::start(&["api.example.com"]).await;

@@ -152,9 +152,6 @@ impl<'a> Gate<'a> {
         activity: &Activity,
         seen: &mut Hello,
     ) -> Result<(BytesMut, Option<usize>), End> {
-        if self.opts.sni_host.is_none() {
-            return Ok((pending, None));
-        }
         loop {
             match sni::parse(&pending) {
                 Peek::NeedMore => {}
@@ -246,11 +243,9 @@ impl<'a> Gate<'a> {
     /// front holding the ECH key (a CDN) routes on the encrypted inner name,
     /// so an agent allowed one site on that front could reach any other.
     fn judge(&self, hello: &Hello) -> Result<(), End> {
-        let same = match (&hello.sni, self.opts.sni_host) {
-            (Some(sni), Some(expected)) => {
-                matches!(Host::parse(sni), Ok(Host::Name(n)) if &n == expected)
-            }
-            _ => true,
+        let same = match &hello.sni {
+            Some(sni) => matches!(Host::parse(sni), Ok(h) if &h == self.opts.sni_host),
+            None => true,
         };
         if hello.sni.is_none() && self.opts.require_sni {
             Err(End::Refused("sni_missing"))

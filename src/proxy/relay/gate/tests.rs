@@ -67,10 +67,10 @@ async fn run(
     first_len: usize,
     answer: Vec<u8>,
 ) -> (Result<(), End>, Vec<u8>) {
-    let name = Name::parse("a.example").unwrap();
+    let host = Host::Name(Name::parse("a.example").unwrap());
     let opts = Options {
         idle_timeout: Duration::from_secs(30),
-        sni_host: Some(&name),
+        sni_host: &host,
         require_sni: false,
         allow_ech: false,
     };
