@@ -182,7 +182,7 @@ impl HotCache {
             .map(|c| c.ips.clone())
     }
 
-    fn put(&self, name: &Name, ips: &[IpAddr], until: Instant) {
+    fn put(&self, name: &Name, ips: &Arc<[IpAddr]>, until: Instant) {
         let now = Instant::now();
         if until <= now {
             return;
@@ -197,7 +197,7 @@ impl HotCache {
         shard.insert(
             name.clone(),
             Cached {
-                ips: ips.into(),
+                ips: ips.clone(),
                 until,
             },
         );
