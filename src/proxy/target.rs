@@ -221,14 +221,19 @@ mod tests {
     use bytes::BytesMut;
     use tokio::time::{Duration, Instant};
 
-    async fn target(raw: &str) -> Target {
+    /// Reads `raw` as a request head and parses its target.
+    async fn parse(raw: &str) -> Result<Target, &'static str> {
         let mut r = raw.as_bytes();
         let mut buf = BytesMut::new();
         let far = Instant::now() + Duration::from_secs(5);
         let head = head::read(&mut r, &mut buf, 64 * 1024, far, far)
             .await
             .unwrap_or_else(|e| panic!("{raw:?}: {e}"));
-        Target::parse(&head).unwrap_or_else(|e| panic!("{raw:?}: {e}"))
+        Target::parse(&head)
+    }
+
+    async fn target(raw: &str) -> Target {
+        parse(raw).await.unwrap_or_else(|e| panic!("{raw:?}: {e}"))
     }
 
     /// What the origin is sent, and what the log shows as path and query.
@@ -273,13 +278,7 @@ mod tests {
             ("http://a.example/", "a.example:81", false),
         ] {
             let raw = format!("GET {url} HTTP/1.1\r\nHost: {host}\r\n\r\n");
-            let mut r = raw.as_bytes();
-            let mut buf = BytesMut::new();
-            let far = Instant::now() + Duration::from_secs(5);
-            let head = head::read(&mut r, &mut buf, 64 * 1024, far, far)
-                .await
-                .unwrap_or_else(|e| panic!("{raw:?}: {e}"));
-            assert_eq!(Target::parse(&head).is_ok(), ok, "{raw:?}");
+            assert_eq!(parse(&raw).await.is_ok(), ok, "{raw:?}");
         }
     }
 }
