@@ -289,25 +289,78 @@ where
     Ok(conns)
 }
 
-/// Runs `request` back to back on every connection until the deadline (or
-/// the byte cap); counts responses and body bytes. `per_request_logged`:
-/// sluice writes a log line per request (absolute-form), not per tunnel.
+/// When each connection sends: back to back, or at a fixed total rate.
+#[derive(Clone, Copy)]
+enum Load {
+    Closed,
+    /// Requests per second over all the connections (open loop).
+    Paced(f64),
+}
+
+/// One connection's schedule under [`Load::Paced`]: request `i` of the
+/// whole load is due `i / rate` into the window, round-robin over the
+/// connections.
+struct Pace {
+    due: Instant,
+    every: Duration,
+}
+
+impl Pace {
+    /// Waits for the next request's turn; `None` once it would fall past
+    /// `deadline`. Returns when its latency starts: the due time if this
+    /// connection is behind (so a stall in the proxy shows in the
+    /// percentiles instead of slowing the load: no coordinated omission),
+    /// else the send, so the load side's 1 ms timer is not charged to the
+    /// proxy.
+    async fn next(&mut self, deadline: Instant) -> Option<Instant> {
+        let due = self.due;
+        if due >= deadline {
+            return None;
+        }
+        self.due += self.every;
+        if Instant::now() > due {
+            return Some(due);
+        }
+        tokio::time::sleep_until(due).await;
+        Some(Instant::now())
+    }
+}
+
+/// Runs `request` on every connection until the deadline (or the byte
+/// cap), back to back or paced; counts responses and body bytes.
+/// `per_request_logged`: sluice writes a log line per request
+/// (absolute-form), not per tunnel.
 async fn hammer(
     b: &Bench,
     conns: Vec<Conn>,
     request: Arc<[u8]>,
+    load: Load,
     per_request_logged: bool,
 ) -> Result<(Tally, Spent), Error> {
     let window = Window::open(b)?;
     let deadline = window.start + b.duration;
+    let n = conns.len() as f64;
     let mut set = JoinSet::new();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    for mut conn in conns {
+    for (i, mut conn) in conns.into_iter().enumerate() {
         let (request, tx) = (request.clone(), tx.clone());
+        let mut pace = match load {
+            Load::Closed => None,
+            Load::Paced(rate) => Some(Pace {
+                due: window.start + Duration::from_secs_f64(i as f64 / rate),
+                every: Duration::from_secs_f64(n / rate),
+            }),
+        };
         set.spawn(async move {
             let mut t = Tally::default();
             while t.running(deadline) && t.bytes < MAX_BULK_MIB << 20 {
-                let started = Instant::now();
+                let started = match &mut pace {
+                    None => Instant::now(),
+                    Some(p) => match p.next(deadline).await {
+                        Some(from) => from,
+                        None => break,
+                    },
+                };
                 match conn.exchange(&request).await {
                     Ok(body) => {
                         t.latencies_ns.push(started.elapsed().as_nanos() as u64);
@@ -342,68 +395,24 @@ pub async fn keepalive(b: &Bench) -> Result<Measured, Error> {
         Conn::tunnel(b.proxy, &b.authority)
     })
     .await?;
-    let (mut tally, spent) = hammer(b, conns, request, false).await?;
+    let (mut tally, spent) = hammer(b, conns, request, Load::Closed, false).await?;
     tally.logged += KEEPALIVE_TUNNELS as u64;
     let units = tally.units as f64;
     Ok(measured(tally, &spent, units))
 }
 
 /// Workload 2b: keep-alive requests on [`PACED_TUNNELS`] tunnels at a fixed
-/// total rate, as agents send them, rather than as fast as sluice answers.
-/// Request `i` is due at `i / rate` into the window. A tunnel whose last
-/// answer came after its next request was due sends at once and counts
-/// that request's latency from when it was due, so a stall in the proxy
-/// shows in the percentiles instead of slowing the load (no coordinated
-/// omission); otherwise latency runs from the send, so the load side's
-/// 1 ms timer is not charged to the proxy.
+/// total rate, as agents send them, rather than as fast as sluice answers
+/// (see [`Pace`] for how latency is counted).
 pub async fn keepalive_paced(b: &Bench) -> Result<Measured, Error> {
     let request = small_request(&b.authority, false);
     let conns = prepared(PACED_TUNNELS, &request, || {
         Conn::tunnel(b.proxy, &b.authority)
     })
     .await?;
-    let window = Window::open(b)?;
-    let deadline = window.start + b.duration;
-    let every = Duration::from_secs_f64(PACED_TUNNELS as f64 / b.paced_rate);
-    let mut set = JoinSet::new();
-    for (i, mut conn) in conns.into_iter().enumerate() {
-        let request = request.clone();
-        let mut due = window.start + Duration::from_secs_f64(i as f64 / b.paced_rate);
-        set.spawn(async move {
-            let mut t = Tally::default();
-            while due < deadline && t.units < MAX_UNITS && t.errors < MAX_ERRORS {
-                let from = if Instant::now() > due {
-                    due
-                } else {
-                    tokio::time::sleep_until(due).await;
-                    Instant::now()
-                };
-                match conn.exchange(&request).await {
-                    Ok(_) => {
-                        t.latencies_ns.push(from.elapsed().as_nanos() as u64);
-                        t.units += 1;
-                    }
-                    Err(e) => {
-                        t.fail(&e);
-                        break;
-                    }
-                }
-                due += every;
-            }
-            t.logged += 1;
-            (t, conn)
-        });
-    }
-    let mut tally = Tally::default();
-    let mut open = Vec::with_capacity(PACED_TUNNELS);
-    while let Some(done) = set.join_next().await {
-        let (t, conn) = done?;
-        tally.merge(t);
-        open.push(conn);
-    }
-    let spent = window.close(b)?;
-    // Closed only after the window: closing is not this workload's work.
-    drop(open);
+    let load = Load::Paced(b.paced_rate);
+    let (mut tally, spent) = hammer(b, conns, request, load, false).await?;
+    tally.logged += PACED_TUNNELS as u64;
     let units = tally.units as f64;
     Ok(measured(tally, &spent, units))
 }
@@ -418,7 +427,7 @@ pub async fn absolute(b: &Bench) -> Result<Measured, Error> {
     .into_bytes()
     .into();
     let conns = prepared(ABSOLUTE_CLIENTS, &request, || Conn::open(b.proxy)).await?;
-    let (mut tally, spent) = hammer(b, conns, request, true).await?;
+    let (mut tally, spent) = hammer(b, conns, request, Load::Closed, true).await?;
     tally.logged += ABSOLUTE_CLIENTS as u64;
     let units = tally.units as f64;
     Ok(measured(tally, &spent, units))
@@ -477,7 +486,7 @@ pub async fn bulk(b: &Bench) -> Result<Measured, Error> {
     )
     .into_bytes()
     .into();
-    let (mut tally, spent) = hammer(b, conns, request, false).await?;
+    let (mut tally, spent) = hammer(b, conns, request, Load::Closed, false).await?;
     tally.logged += BULK_TUNNELS as u64;
     tally.latencies_ns.clear();
     let mib = tally.bytes as f64 / f64::from(1u32 << 20);
