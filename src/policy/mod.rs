@@ -175,19 +175,15 @@ impl Policy {
     /// SPEC "Decision" step 3: keep the addresses that may be dialled, in
     /// the resolver's order. None left → `DestinationIpProhibited`.
     pub fn vet(&self, ips: &Arc<[IpAddr]>) -> Result<Arc<[IpAddr]>, DenyReason> {
-        if ips.iter().all(|ip| self.dialable(*ip)) {
-            // The usual case, and then the list is shared, not copied.
-            return if ips.is_empty() {
-                Err(DenyReason::DestinationIpProhibited)
-            } else {
-                Ok(ips.clone())
-            };
-        }
-        let ok: Arc<[IpAddr]> = ips
-            .iter()
-            .copied()
-            .filter(|ip| self.dialable(*ip))
-            .collect();
+        let ok: Arc<[IpAddr]> = if ips.iter().all(|ip| self.dialable(*ip)) {
+            // The usual case: the list is shared, not copied.
+            ips.clone()
+        } else {
+            ips.iter()
+                .copied()
+                .filter(|ip| self.dialable(*ip))
+                .collect()
+        };
         if ok.is_empty() {
             Err(DenyReason::DestinationIpProhibited)
         } else {

@@ -177,7 +177,9 @@ impl Serialize for Stamp {
 
 /// A request's id: the process's random prefix as 16 hex digits, then the
 /// request's number as at least 8, like `format!("{prefix:016x}{n:08x}")`
-/// but written into the line directly.
+/// but written into the line directly. Hand-rolled: `write!` with padding
+/// goes through serde_json's escaping adapter a few bytes at a time,
+/// which cost 140 ns per line (criterion `access_log_line`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestId {
     pub prefix: u64,
