@@ -7,23 +7,23 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::shutdown::Shutdown;
+use crate::telemetry::metrics::Metrics;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
-use crate::proxy;
-use crate::telemetry::metrics::Metrics;
-
-/// Serves the admin endpoints until `stop` turns true.
+/// Serves the admin endpoints until sluice is killed (they outlive the
+/// drain, so /readyz can answer 503 during it).
 pub async fn serve(
     listener: TcpListener,
     metrics: Metrics,
     ready: Arc<AtomicBool>,
-    mut stop: watch::Receiver<bool>,
+    shutdown: Arc<Shutdown>,
 ) {
+    let mut killed = std::pin::pin!(shutdown.killed());
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -34,7 +34,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = proxy::stopped(&mut stop) => return,
+            () = &mut killed => return,
         };
         let metrics = metrics.clone();
         let ready = ready.clone();

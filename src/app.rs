@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError};
 use crate::dns::Resolver;
 use crate::policy::Policy;
 use crate::proxy::{self, State, Tracker};
+use crate::shutdown::Shutdown;
 use crate::telemetry::{access_log, metrics::Metrics};
 
 /// Why `run` could not start or stopped badly (exit code 2).
@@ -62,8 +63,7 @@ pub struct Running {
     pub tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub state: Arc<State>,
-    stop: watch::Sender<bool>,
-    kill: watch::Sender<bool>,
+    shutdown: Arc<Shutdown>,
     ready: Arc<AtomicBool>,
     tracker: Arc<Tracker>,
     tasks: Vec<JoinHandle<()>>,
@@ -100,8 +100,7 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
         state.set_tls(server_config);
     }
 
-    let (stop, stop_rx) = watch::channel(false);
-    let (kill, kill_rx) = watch::channel(false);
+    let shutdown = Arc::new(Shutdown::default());
     let ready = Arc::new(AtomicBool::new(false));
     let tracker = Arc::new(Tracker::default());
     let mut tasks = vec![
@@ -109,20 +108,19 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
             listeners.proxy,
             state.clone(),
             tracker.clone(),
-            stop_rx.clone(),
-            kill_rx.clone(),
+            shutdown.clone(),
         )),
         // The admin listener outlives the drain, so /readyz can say 503 during it.
         tokio::spawn(crate::admin::serve(
             listeners.admin,
             metrics,
             ready.clone(),
-            kill_rx.clone(),
+            shutdown.clone(),
         )),
         tokio::spawn(crate::reload::watch(
             state.clone(),
             config.path.clone(),
-            stop_rx.clone(),
+            shutdown.clone(),
         )),
     ];
     if let Some(listener) = listeners.tls {
@@ -130,8 +128,7 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
             listener,
             state.clone(),
             tracker.clone(),
-            stop_rx,
-            kill_rx,
+            shutdown.clone(),
         )));
     }
     ready.store(true, Ordering::Release);
@@ -142,8 +139,7 @@ pub async fn start(config: Config, opts: Options) -> Result<Running, AppError> {
         tls_addr: tls,
         admin_addr: admin,
         state,
-        stop,
-        kill,
+        shutdown,
         ready,
         tracker,
         tasks,
@@ -245,7 +241,7 @@ impl Running {
     pub async fn shutdown(self, grace: Option<Duration>, force: impl Future<Output = ()>) -> Drain {
         let grace = grace.unwrap_or(self.state.policy().config.limits.shutdown_grace);
         self.ready.store(false, Ordering::Release);
-        let _ = self.stop.send(true);
+        self.shutdown.drain();
         let drain = tokio::select! {
             res = tokio::time::timeout(grace, self.tracker.drained()) => match res {
                 Ok(()) => Drain::Graceful,
@@ -255,7 +251,7 @@ impl Running {
         };
         // Whatever is still open now is cut: its task is cancelled, and its
         // access-log entry is written from Drop on the way out.
-        let _ = self.kill.send(true);
+        self.shutdown.kill();
         self.tracker.drained().await;
         for t in &self.tasks {
             t.abort();

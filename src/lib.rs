@@ -17,7 +17,7 @@
 //!
 //! The control plane around it: [`config`] (parse and validate the TOML),
 //! [`app`] (wire everything up for `sluice run`), [`reload`] (SIGHUP and file
-//! changes), [`admin`] (metrics and health), [`explain`] (`sluice explain`
+//! changes), [`shutdown`] (drain and kill), [`admin`] (metrics and health), [`explain`] (`sluice explain`
 //! and `check`'s summary), [`cli`] and [`command`] (the binary's commands).
 
 pub mod admin;
@@ -35,4 +35,5 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod review;
+pub mod shutdown;
 pub mod telemetry;

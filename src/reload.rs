@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls::ServerConfig;
-use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::policy::Policy;
 use crate::proxy::{self, State};
+use crate::shutdown::Shutdown;
 
 /// How often the file is checked. A stat every second is negligible, and
 /// keeps a ConfigMap change effective within the kubelet's own sync delay.
@@ -94,7 +94,7 @@ fn warn_restart_needed(old: &Config, new: &Config) {
     }
 }
 
-/// Reloads on SIGHUP and on file changes until `stop` turns true. The
+/// Reloads on SIGHUP and on file changes until sluice drains. The
 /// files watched are the config and, while a TLS listener runs, the TLS
 /// files it names: a rotated certificate (e.g. a Secret updated by
 /// cert-manager) reloads without touching the config.
@@ -104,18 +104,14 @@ fn warn_restart_needed(old: &Config, new: &Config) {
 pub fn watch(
     state: Arc<State>,
     path: PathBuf,
-    stop: watch::Receiver<bool>,
+    shutdown: Arc<Shutdown>,
 ) -> impl Future<Output = ()> + Send {
     let seen = Snapshot::now(watched(&state, &path));
-    watch_from(seen, state, path, stop)
+    watch_from(seen, state, path, shutdown)
 }
 
-async fn watch_from(
-    mut seen: Snapshot,
-    state: Arc<State>,
-    path: PathBuf,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn watch_from(mut seen: Snapshot, state: Arc<State>, path: PathBuf, shutdown: Arc<Shutdown>) {
+    let mut draining = std::pin::pin!(shutdown.draining());
     let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -127,7 +123,7 @@ async fn watch_from(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = proxy::stopped(&mut stop) => return,
+            () = &mut draining => return,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 tracing::info!("SIGHUP: reloading {}", path.display());
                 seen = Snapshot::of(watched(&state, &path)).await;

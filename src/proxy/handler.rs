@@ -10,12 +10,12 @@ use std::time::SystemTime;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
 use tokio::time::{Duration, Instant};
 
 use crate::host::Host;
 use crate::identity::{Evidence, IdentityError};
 use crate::policy::{AgentSlot, Policy, Verdict};
+use crate::shutdown::Shutdown;
 use crate::telemetry::access_log::{Entry, method_name, ms, src_text};
 
 use super::error::ProxyError;
@@ -38,8 +38,9 @@ pub struct Conn<S> {
     spiffe: Option<String>,
     /// This connection's place in its agent's connection limit.
     slot: Option<AgentSlot>,
-    /// Turns true when sluice drains: finish the request in hand, take no more.
-    stop: watch::Receiver<bool>,
+    /// When sluice drains, finish the request in hand and take no more.
+    /// `serve` runs inside the shutdown's guard (see `Shutdown::drain_begun`).
+    shutdown: Arc<Shutdown>,
 }
 
 /// A request the policy has let through, with its vetted addresses.
@@ -89,7 +90,7 @@ impl<S: ClientIo> Conn<S> {
         stream: S,
         peer: SocketAddr,
         spiffe: Option<String>,
-        stop: watch::Receiver<bool>,
+        shutdown: Arc<Shutdown>,
     ) -> Self {
         Conn {
             state,
@@ -99,12 +100,13 @@ impl<S: ClientIo> Conn<S> {
             buf: BytesMut::new(),
             spiffe,
             slot: None,
-            stop,
+            shutdown,
         }
     }
 
     /// Serves requests until the client closes, a request cannot be
-    /// followed by another, or the connection becomes a tunnel.
+    /// followed by another, or the connection becomes a tunnel. Runs inside
+    /// `Shutdown::guard`, which wakes it when sluice drains.
     pub async fn serve(mut self) {
         let mut first = true;
         loop {
@@ -135,10 +137,9 @@ impl<S: ClientIo> Conn<S> {
             } else {
                 // Between requests a draining proxy closes the connection
                 // rather than wait for a request it would have to refuse.
-                let mut stop = self.stop.clone();
                 tokio::select! {
                     r = read => r,
-                    () = super::stopped(&mut stop) => return,
+                    () = self.shutdown.drain_begun() => return,
                 }
             } {
                 Ok(head) => head,

@@ -23,6 +23,7 @@ pub mod target;
 pub mod tls;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -31,10 +32,11 @@ use prometheus::IntGauge;
 use rustls::ServerConfig;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use crate::dns::Resolver;
 use crate::policy::Policy;
+use crate::shutdown::Shutdown;
 use crate::telemetry::access_log::{Entry, Sink, src_text};
 use crate::telemetry::metrics::Metrics;
 
@@ -169,28 +171,26 @@ impl Drop for Slot {
     }
 }
 
-/// Accepts connections on `listener` until `stop` turns true.
+/// Accepts connections on `listener` until sluice drains.
 ///
-/// Connection tasks see `stop` too (kept-alive connections close between
-/// requests) and are cancelled outright when `kill` turns true.
+/// Connection tasks see the drain too (kept-alive connections close between
+/// requests) and are cancelled outright when sluice is killed.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     tracker: Arc<Tracker>,
-    mut stop: watch::Receiver<bool>,
-    kill: watch::Receiver<bool>,
+    shutdown: Arc<Shutdown>,
 ) {
-    while let Some((stream, peer)) = accept(&listener, &mut stop).await {
+    let mut draining = std::pin::pin!(shutdown.draining());
+    while let Some((stream, peer)) = accept(&listener, draining.as_mut()).await {
         let max = state.policy().config.limits.max_connections;
         match tracker.acquire(max, &state.metrics) {
             Some(slot) => {
-                let conn = handler::Conn::new(state.clone(), stream, peer, None, stop.clone());
-                let mut kill = kill.clone();
+                let shutdown = shutdown.clone();
+                let conn = handler::Conn::new(state.clone(), stream, peer, None, shutdown.clone());
                 tokio::spawn(async move {
-                    tokio::select! {
-                        () = conn.serve() => {}
-                        () = stopped(&mut kill) => {}
-                    }
+                    let serve = std::pin::pin!(conn.serve());
+                    shutdown.guard(serve).await;
                     drop(slot);
                 });
             }
@@ -237,10 +237,10 @@ async fn over_limit<S: AsyncWrite + Unpin>(
 }
 
 /// The next client connection (TCP_NODELAY set: requests and TLS records
-/// are small and latency-bound), or `None` once `stop` turns true.
+/// are small and latency-bound), or `None` once `draining` resolves.
 pub async fn accept(
     listener: &TcpListener,
-    stop: &mut watch::Receiver<bool>,
+    mut draining: Pin<&mut impl Future<Output = ()>>,
 ) -> Option<(TcpStream, SocketAddr)> {
     loop {
         tokio::select! {
@@ -256,13 +256,7 @@ pub async fn accept(
                     tokio::task::yield_now().await;
                 }
             },
-            () = stopped(stop) => return None,
+            () = &mut draining => return None,
         }
     }
-}
-
-/// Resolves once `rx` reads true (or its sender is gone).
-pub async fn stopped(rx: &mut watch::Receiver<bool>) {
-    // The guard wait_for returns must not live across an await: drop it here.
-    let _ = rx.wait_for(|s| *s).await;
 }

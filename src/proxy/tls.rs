@@ -28,7 +28,6 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::version::{TLS12, TLS13};
 use rustls::{CertificateError, RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::time::{Duration, timeout};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -36,7 +35,8 @@ use tokio_rustls::server::TlsStream;
 use crate::config::{ConfigError, TlsConfig};
 use crate::telemetry::access_log::{Entry, src_text};
 
-use super::{ClientIo, Slot, State, Tracker, handler, stopped};
+use super::{ClientIo, Slot, State, Tracker, handler};
+use crate::shutdown::Shutdown;
 
 /// TLS client connections relay through the generic (buffered) path.
 impl ClientIo for Box<TlsStream<TcpStream>> {}
@@ -215,15 +215,14 @@ impl Failure {
     }
 }
 
-/// Accepts TLS connections on `listener` until `stop` turns true: like the
-/// plain listener (connections count against `limits.max_connections`,
-/// `kill` cancels them), with a handshake first.
+/// Accepts TLS connections on `listener` until sluice drains: like the
+/// plain listener (connections count against `limits.max_connections`, and
+/// are cut when sluice is killed), with a handshake first.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     tracker: Arc<Tracker>,
-    mut stop: watch::Receiver<bool>,
-    kill: watch::Receiver<bool>,
+    shutdown: Arc<Shutdown>,
 ) {
     for kind in Failure::ALL {
         state
@@ -231,18 +230,17 @@ pub async fn serve(
             .tls_handshake_failures
             .with_label_values(&[kind.as_str()]);
     }
-    while let Some((stream, peer)) = super::accept(&listener, &mut stop).await {
+    let mut draining = std::pin::pin!(shutdown.draining());
+    while let Some((stream, peer)) = super::accept(&listener, draining.as_mut()).await {
         let max = state.policy().config.limits.max_connections;
         let slot = tracker.acquire(max, &state.metrics);
-        let (state, stop, mut kill) = (state.clone(), stop.clone(), kill.clone());
+        let (state, shutdown) = (state.clone(), shutdown.clone());
         // The connection's future is made inside the task: made outside and
         // moved in, it would occupy two slots of the task (measured: 27 KiB
         // per connection instead of 13).
         tokio::spawn(async move {
-            tokio::select! {
-                () = connection(state, stream, peer, slot, stop) => {}
-                () = stopped(&mut kill) => {}
-            }
+            let conn = std::pin::pin!(connection(state, stream, peer, slot, shutdown.clone()));
+            shutdown.guard(conn).await;
         });
     }
 }
@@ -254,7 +252,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     slot: Option<Slot>,
-    stop: watch::Receiver<bool>,
+    shutdown: Arc<Shutdown>,
 ) {
     // Installed before this listener starts and never removed; read per
     // connection so that a reload applies to the next handshake.
@@ -270,7 +268,7 @@ async fn connection(
     };
     match slot {
         Some(slot) => {
-            handler::Conn::new(state, stream, peer, Some(spiffe), stop)
+            handler::Conn::new(state, stream, peer, Some(spiffe), shutdown)
                 .serve()
                 .await;
             drop(slot);

@@ -411,6 +411,23 @@ async fn keep_alive_logs_the_query_when_include_query_is_set() {
     keep_alive(true).await;
 }
 
+/// A drain closes a kept-alive client connection that sits between
+/// requests at once: the drain ends gracefully, not when its grace period
+/// runs out, and the client reads the close.
+#[tokio::test]
+async fn a_drain_closes_a_kept_alive_connection_between_requests() {
+    let (origin, _dns, mut p) = setup("").await;
+    let mut s = net::connect_from(CI, p.addr).await;
+    let authority = format!("api.example.com:{}", origin.port());
+    let request = format!("GET http://{authority}/one HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    assert_eq!(net::exchange(&mut s, &request).await.status, 200);
+    assert_eq!(p.next_log().await["path"], "/one");
+    assert_eq!(p.shutdown().await, sluice::app::Drain::Graceful);
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
 #[tokio::test]
 async fn raw_requests_get_host_added_and_every_hop_by_hop_header_removed() {
     let (origin, _dns, mut p) = setup("").await;
