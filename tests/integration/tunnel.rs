@@ -190,6 +190,37 @@ async fn half_close_is_relayed() {
     p.shutdown().await;
 }
 
+/// The other order: the origin finishes first; the client, having read its
+/// EOF, still sends, then closes. The origin gets every byte and then EOF
+/// (the close of the upstream side carries the FIN).
+#[tokio::test]
+async fn half_close_from_the_origin_then_the_client_is_relayed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(b"hello, then done").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        got_tx.send(got).unwrap();
+    });
+    let (mut p, mut s) = cidr_tunnel(port).await;
+    let mut down = String::new();
+    s.read_to_string(&mut down).await.unwrap();
+    assert_eq!(down, "hello, then done");
+    s.write_all(b"late words").await.unwrap();
+    s.shutdown().await.unwrap();
+    assert_eq!(got_rx.await.unwrap(), b"late words");
+    let log = p.next_log().await;
+    assert_eq!(
+        (log["bytes_up"].as_u64(), log["bytes_down"].as_u64()),
+        (Some(10), Some(16))
+    );
+    p.shutdown().await;
+}
+
 #[tokio::test]
 async fn idle_tunnel_is_closed() {
     let origin = Origin::start([127, 0, 0, 1]).await;
