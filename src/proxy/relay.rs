@@ -130,11 +130,22 @@ pub async fn tunnel<C: ClientIo>(
                     tokio::try_join!(
                         async {
                             gate.open(&mut cr, &mut uw, pending, &up, &activity, &mut hello).await?;
-                            pump_tcp(&mut cr, &mut uw, &up, &activity, Some(&upstream_done)).await
+                            pump_tcp(&mut cr, &mut uw, &up, &activity).await?;
+                            // If the upstream is done too, the tunnel ends
+                            // here and closing the upstream socket sends
+                            // its FIN (nothing is unread on it, so close
+                            // sends no RST): one system call fewer.
+                            if !upstream_done.load(Ordering::Relaxed) {
+                                half_close(&mut uw).await;
+                            }
+                            Ok(())
                         },
                         async {
                             if !gate.watch(&mut ur, &mut cw, &down, &activity).await? {
-                                pump_tcp(&mut ur, &mut cw, &down, &activity, None).await?;
+                                pump_tcp(&mut ur, &mut cw, &down, &activity).await?;
+                                // The client's FIN does not wait for the
+                                // log line before its close.
+                                half_close(&mut cw).await;
                             }
                             upstream_done.store(true, Ordering::Relaxed);
                             Ok(())
@@ -185,19 +196,20 @@ async fn watchdog(activity: &Activity, idle: Duration) -> End {
     }
 }
 
-/// Copies `r` to `w` until EOF, then half-closes `w`. Bursts go through
-/// the thread's scratch buffer (see `SCRATCH`), so an idle tunnel costs no
-/// relay memory, and reading into spare capacity avoids zeroing it.
-///
-/// If `closed_next` is set by EOF, `w` is closed as soon as this returns,
-/// and that close sends the FIN: the half-close is skipped (one system
-/// call fewer per tunnel; `w` has nothing unread, so close sends no RST).
+/// Half-closes `w`: the peer reads EOF. The peer may already be gone; its
+/// absence is not an error here.
+async fn half_close(w: &mut tcp::WriteHalf<'_>) {
+    let _ = w.shutdown().await;
+}
+
+/// Copies `r` to `w` until EOF (the caller half-closes `w`). Bursts go
+/// through the thread's scratch buffer (see `SCRATCH`), so an idle tunnel
+/// costs no relay memory, and reading into spare capacity avoids zeroing it.
 async fn pump_tcp(
     r: &mut tcp::ReadHalf<'_>,
     w: &mut tcp::WriteHalf<'_>,
     count: &AtomicU64,
     activity: &Activity,
-    closed_next: Option<&AtomicBool>,
 ) -> Result<(), End> {
     loop {
         r.readable().await.map_err(End::Error)?;
@@ -206,13 +218,7 @@ async fn pump_tcp(
                 // A short read drained the socket (see `read_now`): wait
                 // for more.
                 Burst::Drained => break,
-                Burst::Eof => {
-                    if !closed_next.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                        // The peer may already be gone; its absence is not an error here.
-                        let _ = w.shutdown().await;
-                    }
-                    return Ok(());
-                }
+                Burst::Eof => return Ok(()),
                 Burst::Blocked(rest) => {
                     w.write_all(&rest).await.map_err(End::Error)?;
                     count.fetch_add(rest.len() as u64, Ordering::Relaxed);
@@ -313,8 +319,8 @@ impl Pipe {
     }
 }
 
-/// Relays the rest of a bulk direction with splice(2), zero-copy, until EOF;
-/// then half-closes `w`. Counts and activity are kept exactly as the
+/// Relays the rest of a bulk direction with splice(2), zero-copy, until
+/// EOF. Counts and activity are kept exactly as the
 /// buffered path keeps them.
 async fn splice_rest(
     src: &TcpStream,
@@ -346,7 +352,6 @@ async fn splice_rest(
             }
         };
         if n == 0 {
-            let _ = w.shutdown().await;
             return Ok(());
         }
         activity.touch();
