@@ -62,11 +62,11 @@ pub async fn read<R: AsyncRead + Unpin>(
 ) -> Result<Head, ReadError> {
     loop {
         if !buf.is_empty() {
-            if let Some(n) = parse_len(buf)? {
+            if let Some((n, parts)) = parse(buf)? {
                 if n > limit {
                     return Err(ReadError::TooLarge);
                 }
-                return Head::parse(buf.split_to(n).freeze());
+                return Ok(parts.into_head(buf.split_to(n).freeze()));
             }
             if buf.len() >= limit {
                 return Err(ReadError::TooLarge);
@@ -103,16 +103,57 @@ pub fn list_items<'a>(values: impl Iterator<Item = &'a [u8]>) -> impl Iterator<I
         .map(<[u8]>::trim_ascii)
 }
 
-/// The length of the head if `buf` holds a complete one.
-fn parse_len(buf: &[u8]) -> Result<Option<usize>, ReadError> {
+/// A complete head's parts, as offsets into the buffer it was parsed from.
+struct Parts {
+    method: Range<usize>,
+    target: Range<usize>,
+    version: u8,
+    headers: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Parts {
+    /// The head, owning `buf`: the bytes the parts were parsed from,
+    /// starting at the same place.
+    fn into_head(self, buf: Bytes) -> Head {
+        Head {
+            buf,
+            method: self.method,
+            target: self.target,
+            version: self.version,
+            headers: self.headers,
+        }
+    }
+}
+
+/// The length and the parts of the head if `buf` holds a complete one
+/// (parsed once: the head is not parsed again after it is split off).
+fn parse(buf: &[u8]) -> Result<Option<(usize, Parts)>, ReadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => Err(ReadError::TooLarge),
-        Err(e) => Err(ReadError::Malformed(parse_error(e))),
-    }
+    let n = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ReadError::TooLarge),
+        Err(e) => return Err(ReadError::Malformed(parse_error(e))),
+    };
+    let base = buf.as_ptr() as usize;
+    // httparse hands out slices of `buf`; keep them as offsets so the
+    // head can own its bytes.
+    let range = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        start..start + s.len()
+    };
+    let parts = Parts {
+        method: range(req.method.unwrap_or_default().as_bytes()),
+        target: range(req.path.unwrap_or_default().as_bytes()),
+        version: req.version.unwrap_or(1),
+        headers: req
+            .headers
+            .iter()
+            .map(|h| (range(h.name.as_bytes()), range(h.value)))
+            .collect(),
+    };
+    Ok(Some((n, parts)))
 }
 
 fn parse_error(e: httparse::Error) -> &'static str {
@@ -134,35 +175,6 @@ fn parse_error(e: httparse::Error) -> &'static str {
 }
 
 impl Head {
-    fn parse(buf: Bytes) -> Result<Head, ReadError> {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        req.parse(&buf)
-            .map_err(|e| ReadError::Malformed(parse_error(e)))?;
-        let base = buf.as_ptr() as usize;
-        // httparse hands out slices of `buf`; keep them as offsets so the
-        // head can own its bytes.
-        let range = |s: &[u8]| {
-            let start = s.as_ptr() as usize - base;
-            start..start + s.len()
-        };
-        let method = range(req.method.unwrap_or_default().as_bytes());
-        let target = range(req.path.unwrap_or_default().as_bytes());
-        let version = req.version.unwrap_or(1);
-        let headers = req
-            .headers
-            .iter()
-            .map(|h| (range(h.name.as_bytes()), range(h.value)))
-            .collect();
-        Ok(Head {
-            method,
-            target,
-            version,
-            headers,
-            buf,
-        })
-    }
-
     pub fn method(&self) -> &str {
         self.str(&self.method)
     }
@@ -179,11 +191,14 @@ impl Head {
             .map(|(n, v)| (self.str(n), &self.buf[v.clone()]))
     }
 
-    /// Every value of the header `name` (case-insensitive).
+    /// Every value of the header `name` (case-insensitive). Names are
+    /// compared as bytes: a request's headers are looked up several times,
+    /// and checking every name as UTF-8 on each lookup showed in profiles.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        self.headers
+            .iter()
+            .filter(move |(n, _)| self.buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| &self.buf[v.clone()])
     }
 
     /// The single value of `name`; `Err` if it appears more than once.
