@@ -191,9 +191,14 @@ pub async fn serve(
                 // it would be kept in the task's future both as a capture
                 // and inside `serve`'s (176 bytes per connection).
                 tokio::spawn(async move {
-                    let conn = handler::Conn::new(state, stream, peer, None, shutdown.clone());
-                    let serve = std::pin::pin!(conn.serve());
-                    shutdown.guard(serve).await;
+                    {
+                        let conn = handler::Conn::new(state, stream, peer, None, shutdown.clone());
+                        let serve = std::pin::pin!(conn.serve());
+                        shutdown.guard(serve).await;
+                        // `serve` ends here: its client socket closes and its
+                        // log line is handed over before the slot frees,
+                        // so a drain that sees no slots has seen them all.
+                    }
                     drop(slot);
                 });
             }

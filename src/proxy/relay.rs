@@ -320,8 +320,8 @@ impl Pipe {
 }
 
 /// Relays the rest of a bulk direction with splice(2), zero-copy, until
-/// EOF. Counts and activity are kept exactly as the
-/// buffered path keeps them.
+/// EOF. Counts and activity are kept exactly as the buffered path keeps
+/// them.
 async fn splice_rest(
     src: &TcpStream,
     w: &mut tcp::WriteHalf<'_>,

@@ -33,10 +33,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::{ConfigError, TlsConfig};
+use crate::shutdown::Shutdown;
 use crate::telemetry::access_log::{Entry, src_text};
 
 use super::{ClientIo, Slot, State, Tracker, handler};
-use crate::shutdown::Shutdown;
 
 /// TLS client connections relay through the generic (buffered) path.
 impl ClientIo for Box<TlsStream<TcpStream>> {}
