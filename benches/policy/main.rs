@@ -1,7 +1,8 @@
 //! Benchmarks for the per-request policy path and the control-plane load:
 //! `Policy::decide` with 10, 10,000 and 100,000 rules, host normalisation,
 //! config parsing and compilation, identity lookups, the forbidden-address
-//! check and access-log line serialisation. Not the relay or the network
+//! check, access-log line serialisation, and reading a request head
+//! (parse, the header lookups, the target). Not the relay or the network
 //! (that is the load benchmark, `benches/load.rs`).
 //!
 //! Run: `cargo bench --bench policy` (all), or with a filter, e.g.
@@ -25,6 +26,8 @@ use sluice::config::Config;
 use sluice::host::Host;
 use sluice::identity::Evidence;
 use sluice::policy::{Policy, Verdict, addrs};
+use sluice::proxy::head;
+use sluice::proxy::target::Target;
 use sluice::telemetry::access_log::{Record, RequestId, Stamp};
 
 mod rules;
@@ -214,6 +217,45 @@ fn bench_log_line(c: &mut Criterion) {
     group.finish();
 }
 
+/// What sluice does with a request's head before the policy sees it: read
+/// and parse it (here from memory), look for credentials, understand the
+/// target and check its framing.
+fn bench_request_head(c: &mut Criterion) {
+    let raw = b"GET http://api.example.com:8080/v1/items?page=2 HTTP/1.1\r\n\
+        Host: api.example.com:8080\r\n\
+        User-Agent: agent/1.0\r\n\
+        Accept: application/json\r\n\
+        Accept-Encoding: gzip, deflate\r\n\
+        Authorization: Bearer abcdefghijklmnopqrstuvwxyz\r\n\
+        X-Request-Id: 7f3c2a9e-8d41-4b6a-9c0e-2f5d1a7b3e64\r\n\
+        Connection: keep-alive\r\n\
+        Proxy-Authorization: Basic Y2k6c2VjcmV0\r\n\r\n";
+    // head::read bounds its reads with tokio's timer; a slice is always
+    // ready, so one poll completes it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _in_runtime = rt.enter();
+    let far = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let mut group = c.benchmark_group("request_head");
+    group.bench_function("absolute_form_9_headers", |b| {
+        b.iter(|| {
+            let mut r = &raw[..];
+            let mut buf = bytes::BytesMut::new();
+            let read = std::pin::pin!(head::read(&mut r, &mut buf, 65536, far, far));
+            let std::task::Poll::Ready(Ok(head)) = read.poll(&mut cx) else {
+                panic!("the head did not parse in one poll");
+            };
+            let auth = head.get_one("proxy-authorization").map(|a| a.is_some());
+            let target = Target::parse(black_box(&head));
+            black_box((auth, target.is_ok()))
+        });
+    });
+    group.finish();
+}
+
 fn criterion() -> Criterion {
     // Short runs keep the whole suite to a couple of minutes; the per-call
     // benchmarks are in nanoseconds, so 2s of samples is plenty.
@@ -225,6 +267,7 @@ fn criterion() -> Criterion {
 criterion_group! {
     name = benches;
     config = criterion();
-    targets = bench_decide, bench_host_parse, bench_load, bench_identity, bench_addrs, bench_log_line
+    targets = bench_decide, bench_host_parse, bench_load, bench_identity, bench_addrs, bench_log_line,
+        bench_request_head
 }
 criterion_main!(benches);
