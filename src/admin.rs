@@ -7,13 +7,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::shutdown::Shutdown;
-use crate::telemetry::metrics::Metrics;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+use crate::shutdown::Shutdown;
+use crate::telemetry::metrics::Metrics;
 
 /// Serves the admin endpoints until sluice is killed (they outlive the
 /// drain, so /readyz can answer 503 during it).

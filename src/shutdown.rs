@@ -49,7 +49,7 @@ impl Shutdown {
         self.phase.load(Ordering::Acquire)
     }
 
-    pub fn is_draining(&self) -> bool {
+    fn is_draining(&self) -> bool {
         self.phase() >= DRAINING
     }
 

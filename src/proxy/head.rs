@@ -62,11 +62,12 @@ pub async fn read<R: AsyncRead + Unpin>(
 ) -> Result<Head, ReadError> {
     loop {
         if !buf.is_empty() {
-            if let Some((n, parts)) = parse(buf)? {
+            if let Some((n, mut head)) = parse(buf)? {
                 if n > limit {
                     return Err(ReadError::TooLarge);
                 }
-                return Ok(parts.into_head(buf.split_to(n).freeze()));
+                head.buf = buf.split_to(n).freeze();
+                return Ok(head);
             }
             if buf.len() >= limit {
                 return Err(ReadError::TooLarge);
@@ -103,31 +104,11 @@ pub fn list_items<'a>(values: impl Iterator<Item = &'a [u8]>) -> impl Iterator<I
         .map(<[u8]>::trim_ascii)
 }
 
-/// A complete head's parts, as offsets into the buffer it was parsed from.
-struct Parts {
-    method: Range<usize>,
-    target: Range<usize>,
-    version: u8,
-    headers: Vec<(Range<usize>, Range<usize>)>,
-}
-
-impl Parts {
-    /// The head, owning `buf`: the bytes the parts were parsed from,
-    /// starting at the same place.
-    fn into_head(self, buf: Bytes) -> Head {
-        Head {
-            buf,
-            method: self.method,
-            target: self.target,
-            version: self.version,
-            headers: self.headers,
-        }
-    }
-}
-
-/// The length and the parts of the head if `buf` holds a complete one
-/// (parsed once: the head is not parsed again after it is split off).
-fn parse(buf: &[u8]) -> Result<Option<(usize, Parts)>, ReadError> {
+/// The length of the head and the head itself if `buf` holds a complete
+/// one. Parsed once: the returned head's `buf` is empty, and its parts are
+/// offsets from the start of `buf`, where the caller splits the head's
+/// bytes off to put them in.
+fn parse(buf: &[u8]) -> Result<Option<(usize, Head)>, ReadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let n = match req.parse(buf) {
@@ -143,7 +124,8 @@ fn parse(buf: &[u8]) -> Result<Option<(usize, Parts)>, ReadError> {
         let start = s.as_ptr() as usize - base;
         start..start + s.len()
     };
-    let parts = Parts {
+    let head = Head {
+        buf: Bytes::new(),
         method: range(req.method.unwrap_or_default().as_bytes()),
         target: range(req.path.unwrap_or_default().as_bytes()),
         version: req.version.unwrap_or(1),
@@ -153,7 +135,7 @@ fn parse(buf: &[u8]) -> Result<Option<(usize, Parts)>, ReadError> {
             .map(|h| (range(h.name.as_bytes()), range(h.value)))
             .collect(),
     };
-    Ok(Some((n, parts)))
+    Ok(Some((n, head)))
 }
 
 fn parse_error(e: httparse::Error) -> &'static str {
