@@ -16,7 +16,7 @@
 //! read gets a buffer of its own. On plain TCP, a direction that
 //! turns out to be bulk continues with splice(2), zero-copy.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
@@ -379,9 +379,8 @@ async fn splice_rest(
 }
 
 /// Copies `r` to `w` until EOF, then half-closes `w` (any stream type).
-/// Like `pump_tcp`, it holds a buffer only while bytes are moving: each
-/// read gets a fresh one, dropped again if the read has to wait, so an idle
-/// TLS tunnel holds no relay buffer either.
+/// Like `pump_tcp`, it holds a buffer only while bytes are moving (see
+/// `read_fresh`), so an idle TLS tunnel holds no relay buffer either.
 async fn pump<R, W>(r: &mut R, w: &mut W, count: &AtomicU64, activity: &Activity) -> Result<(), End>
 where
     R: AsyncRead + Unpin,
@@ -397,21 +396,40 @@ where
         activity.touch();
         w.write_all(&buf).await.map_err(End::Error)?;
         count.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        spare(buf);
     }
 }
 
-/// One read into a buffer of its own (empty at EOF). The buffer exists
-/// only while the read is polled: dropping a pending read loses nothing, as
-/// the stream keeps whatever it has buffered (a partial TLS record, say).
+/// One read into a buffer of its own (empty at EOF); hand it back with
+/// `spare` once written. The buffer exists only while the read is polled:
+/// dropping a pending read loses nothing, as the stream keeps whatever it
+/// has buffered (a partial TLS record, say).
 async fn read_fresh<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Vec<u8>> {
     std::future::poll_fn(|cx| {
-        let mut buf = Vec::with_capacity(BUF_SIZE);
+        let mut buf = SPARE.take().unwrap_or_else(|| Vec::with_capacity(BUF_SIZE));
         match std::pin::pin!(r.read_buf(&mut buf)).poll(cx) {
             Poll::Ready(res) => Poll::Ready(res.map(|_| buf)),
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                spare(buf);
+                Poll::Pending
+            }
         }
     })
     .await
+}
+
+thread_local! {
+    /// A `read_fresh` buffer between uses. A tunnel's task polls both its
+    /// directions on every wake-up, so most polls of a read find nothing
+    /// to read; without this, each such poll took 16 KiB from malloc and
+    /// gave it back (three times per plain tunnel, in the gate's watch).
+    static SPARE: Cell<Option<Vec<u8>>> = const { Cell::new(None) };
+}
+
+/// Keeps `buf` for the thread's next `read_fresh`.
+fn spare(mut buf: Vec<u8>) {
+    buf.clear();
+    SPARE.set(Some(buf));
 }
 
 /// When bytes last moved, in milliseconds of the coarse monotonic clock

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::host::Host;
 
 use super::super::sni::{self, Lead, Peek, Reply};
-use super::{Activity, End, Options, read_fresh};
+use super::{Activity, End, Options, read_fresh, spare};
 
 /// What the SNI gate saw in the client's ClientHello: the second one, if
 /// the server asked for it.
@@ -300,6 +300,7 @@ impl<'a> Gate<'a> {
             activity.touch();
             w.write_all(&buf).await.map_err(End::Error)?;
             down.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            spare(buf);
         }
         Ok(false)
     }
