@@ -181,8 +181,9 @@ pub async fn serve(
     tracker: Arc<Tracker>,
     shutdown: Arc<Shutdown>,
 ) {
+    let listener = Listener::new(listener);
     let mut draining = std::pin::pin!(shutdown.draining());
-    while let Some((stream, peer)) = accept(&listener, draining.as_mut()).await {
+    while let Some((stream, peer)) = listener.accept(draining.as_mut()).await {
         let max = state.policy().config.limits.max_connections;
         match tracker.acquire(max, &state.metrics) {
             Some(slot) => {
@@ -244,27 +245,81 @@ async fn over_limit<S: AsyncWrite + Unpin>(
     log.finish().await;
 }
 
-/// The next client connection (TCP_NODELAY set: requests and TLS records
-/// are small and latency-bound), or `None` once `draining` resolves.
-pub async fn accept(
-    listener: &TcpListener,
-    mut draining: Pin<&mut impl Future<Output = ()>>,
-) -> Option<(TcpStream, SocketAddr)> {
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    return Some((stream, peer));
-                }
-                Err(e) => {
-                    // EMFILE and friends: keep serving the connections we
-                    // have; the next accept may succeed.
-                    tracing::warn!("accept failed on {:?}: {e}", listener.local_addr().ok());
-                    tokio::task::yield_now().await;
-                }
-            },
-            () = &mut draining => return None,
+/// A proxy listener. Its connections come with TCP_NODELAY set: requests
+/// and TLS records are small and latency-bound, and Nagle would only delay
+/// them.
+pub struct Listener {
+    inner: TcpListener,
+    /// The accepted sockets inherit TCP_NODELAY from the listener (Linux
+    /// copies it into each connection), which saves a `setsockopt` per
+    /// connection. Elsewhere, or if setting it failed, each gets its own.
+    inherits_nodelay: bool,
+}
+
+impl Listener {
+    pub fn new(inner: TcpListener) -> Listener {
+        let inherits_nodelay = cfg!(any(target_os = "linux", target_os = "android"))
+            && rustix::net::sockopt::set_tcp_nodelay(&inner, true).is_ok();
+        Listener {
+            inner,
+            inherits_nodelay,
         }
+    }
+
+    /// The next client connection, or `None` once `draining` resolves.
+    pub async fn accept(
+        &self,
+        mut draining: Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<(TcpStream, SocketAddr)> {
+        loop {
+            tokio::select! {
+                accepted = self.inner.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        if !self.inherits_nodelay {
+                            let _ = stream.set_nodelay(true);
+                        }
+                        return Some((stream, peer));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: keep serving the connections
+                        // we have; the next accept may succeed.
+                        tracing::warn!("accept failed on {:?}: {e}", self.inner.local_addr().ok());
+                        tokio::task::yield_now().await;
+                    }
+                },
+                () = &mut draining => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whichever way it gets there (inherited from the listener, or set on
+    /// each connection), every accepted connection has TCP_NODELAY.
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let bound = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = bound.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let listener = Listener::new(bound);
+        let never = std::pin::pin!(std::future::pending::<()>());
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept(never));
+        let _client = client.unwrap_or_else(|e| panic!("{e}"));
+        let (stream, _) = accepted.unwrap_or_else(|| panic!("no connection"));
+        assert!(stream.nodelay().unwrap_or_else(|e| panic!("{e}")));
+    }
+
+    #[tokio::test]
+    async fn accept_returns_none_once_draining() {
+        let bound = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let listener = Listener::new(bound);
+        let drained = std::pin::pin!(std::future::ready(()));
+        assert!(listener.accept(drained).await.is_none());
     }
 }

@@ -230,8 +230,9 @@ pub async fn serve(
             .tls_handshake_failures
             .with_label_values(&[kind.as_str()]);
     }
+    let listener = super::Listener::new(listener);
     let mut draining = std::pin::pin!(shutdown.draining());
-    while let Some((stream, peer)) = super::accept(&listener, draining.as_mut()).await {
+    while let Some((stream, peer)) = listener.accept(draining.as_mut()).await {
         let max = state.policy().config.limits.max_connections;
         let slot = tracker.acquire(max, &state.metrics);
         let (state, shutdown) = (state.clone(), shutdown.clone());
