@@ -250,8 +250,9 @@ async fn one_run(
     let fresh = step(b, report::ROWS[3].name, workloads::absolute_fresh(b)).await?;
     let bulk = step(b, report::ROWS[4].name, workloads::bulk(b)).await?;
     let paced = step(b, report::ROWS[7].name, workloads::keepalive_paced(b)).await?;
+    let agent = step(b, report::ROWS[8].name, workloads::absolute_agent(b)).await?;
     let all = vec![
-        tunnels, keepalive, absolute, fresh, bulk, idle, idle_tls, paced,
+        tunnels, keepalive, absolute, fresh, bulk, idle, idle_tls, paced, agent,
     ];
     logged += all.iter().map(|m| m.logged).sum::<u64>();
     Ok((all, logged))

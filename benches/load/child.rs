@@ -66,8 +66,14 @@ pub struct Sluice {
     pub log_path: PathBuf,
 }
 
-/// The configuration under test: one agent by source address, allowed
-/// exactly the origin; loopback made dialable; the bench's name server.
+/// The bench agent's proxy token: requests that present it (as
+/// `Proxy-Authorization: Basic`, user `bench`) are identified by it, the
+/// others by their source address.
+pub const TOKEN: &str = "bench-token-7d1f0c9a4e2b";
+
+/// The configuration under test: one agent by source address or token,
+/// allowed exactly the origin; loopback made dialable; the bench's name
+/// server.
 fn config(s: &Setup<'_>, log_path: &Path) -> String {
     let (tls_listen, tls, spiffe) = match s.tls {
         Some(pki) => (
@@ -108,6 +114,7 @@ path = "{log}"
 [[agent]]
 name = "bench"
 sources = ["127.0.0.1/32"]
+token_sha256 = ["{token_sha256}"]
 {spiffe}allow = ["{host}:{port}"]
 "#,
         dns = s.dns,
@@ -115,7 +122,19 @@ sources = ["127.0.0.1/32"]
         log = log_path.display(),
         host = crate::dns::HOST,
         port = s.origin_port,
+        token_sha256 = sha256_hex(TOKEN),
     )
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
 }
 
 /// Squid set up like sluice: one worker, no cache, a plain access log,

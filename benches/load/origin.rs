@@ -88,7 +88,8 @@ fn parse(buf: &[u8]) -> Result<Option<Request>, ()> {
     let close = req.headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close")
     });
-    let path = req.path.unwrap_or("");
+    let target = req.path.unwrap_or("");
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
     let bulk_mib = path.strip_prefix("/bulk/").and_then(|n| n.parse().ok());
     Ok(Some(Request {
         len,

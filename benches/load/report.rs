@@ -20,7 +20,7 @@ pub struct Row {
 }
 
 /// The workloads in the order they run and are printed.
-pub const ROWS: [Row; 8] = [
+pub const ROWS: [Row; 9] = [
     Row {
         name: "new tunnel + 1 small exchange + close (16 clients)",
         rate_unit: "tunnels/s",
@@ -65,6 +65,12 @@ pub const ROWS: [Row; 8] = [
     },
     Row {
         name: "keep-alive requests in 64 tunnels at a fixed rate (open loop)",
+        rate_unit: "req/s",
+        cost_unit: "µs/req",
+        target: None,
+    },
+    Row {
+        name: "absolute-form GET, an agent's 13-field head, token identity (8 clients)",
         rate_unit: "req/s",
         cost_unit: "µs/req",
         target: None,

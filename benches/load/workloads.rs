@@ -7,7 +7,8 @@
 //! 2. [`keepalive`]: small requests on a few long-lived tunnels, back to
 //!    back; and [`keepalive_paced`]: the same at a fixed rate (open loop).
 //! 3. [`absolute`]: absolute-form `GET http://…` on persistent connections,
-//!    and [`absolute_fresh`]: the same on a new connection each.
+//!    [`absolute_fresh`]: the same on a new connection each, and
+//!    [`absolute_agent`]: with the head an agent's HTTP client sends.
 //! 4. [`bulk`]: large downloads through a few tunnels.
 //! 5. [`idle`]: many open, idle tunnels; sluice's RSS growth per tunnel;
 //!    and [`idle_tls`]: the same through the TLS listener.
@@ -422,6 +423,42 @@ pub async fn keepalive_paced(b: &Bench) -> Result<Measured, Error> {
 pub async fn absolute(b: &Bench) -> Result<Measured, Error> {
     let request: Arc<[u8]> = format!(
         "GET http://{a}/small HTTP/1.1\r\nHost: {a}\r\n\r\n",
+        a = b.authority
+    )
+    .into_bytes()
+    .into();
+    let conns = prepared(ABSOLUTE_CLIENTS, &request, || Conn::open(b.proxy)).await?;
+    let (mut tally, spent) = hammer(b, conns, request, Load::Closed, true).await?;
+    tally.logged += ABSOLUTE_CLIENTS as u64;
+    let units = tally.units as f64;
+    Ok(measured(tally, &spent, units))
+}
+
+/// Workload 3c: [`absolute`] with the head an agent's API client sends
+/// (thirteen fields, a query string, a bearer token for the origin) and
+/// the agent identified by its proxy token rather than its source address.
+/// The one-field head of [`absolute`] leaves out what real requests cost
+/// per field: parsing, the credentials check, stripping and forwarding.
+pub async fn absolute_agent(b: &Bench) -> Result<Measured, Error> {
+    use base64::Engine;
+    let credentials =
+        base64::engine::general_purpose::STANDARD.encode(format!("bench:{}", crate::child::TOKEN));
+    let request: Arc<[u8]> = format!(
+        "GET http://{a}/small?page=2&per_page=50 HTTP/1.1\r\n\
+         Host: {a}\r\n\
+         User-Agent: OpenAI/Python 1.54.0\r\n\
+         Accept: application/json\r\n\
+         Accept-Encoding: gzip, deflate\r\n\
+         Accept-Language: en-US,en;q=0.9\r\n\
+         Authorization: Bearer sk-bench-4f3c2a1b0e9d8c7b6a5f4e3d2c1b0a9f\r\n\
+         Content-Type: application/json\r\n\
+         Proxy-Authorization: Basic {credentials}\r\n\
+         X-Request-Id: 5f0c6f1e-8a47-4d2b-9c1e-2b7f0a9d4e11\r\n\
+         X-Stainless-Lang: python\r\n\
+         X-Stainless-Runtime-Version: 3.12.7\r\n\
+         Traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+         Connection: keep-alive\r\n\
+         \r\n",
         a = b.authority
     )
     .into_bytes()
