@@ -239,27 +239,26 @@ where
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1),
 /// plus every `Proxy-*` header: credentials meant for sluice must never
 /// reach an origin.
-fn hop_by_hop(name: &str, connection_tokens: &[&str]) -> bool {
-    const HOP: [&str; 6] = [
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "upgrade",
-        "proxy-connection",
+/// Names are compared as bytes: every header of every forwarded request
+/// and response passes through here.
+fn hop_by_hop(name: &[u8], connection_tokens: &[&[u8]]) -> bool {
+    const HOP: [&[u8]; 6] = [
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-connection",
     ];
     HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || name.len() >= 6 && name[..6].eq_ignore_ascii_case("proxy-")
+        || name.len() >= 6 && name[..6].eq_ignore_ascii_case(b"proxy-")
         || connection_tokens
             .iter()
             .any(|t| name.eq_ignore_ascii_case(t))
 }
 
-fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<&'a str> {
-    list_items(values)
-        .filter_map(|t| std::str::from_utf8(t).ok())
-        .filter(|t| !t.is_empty())
-        .collect()
+fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<&'a [u8]> {
+    list_items(values).filter(|t| !t.is_empty()).collect()
 }
 
 fn rewrite_request(head: &Head, origin_form: &str, target: &Target) -> Vec<u8> {
@@ -278,8 +277,8 @@ fn rewrite_request(head: &Head, origin_form: &str, target: &Target) -> Vec<u8> {
         if hop_by_hop(name, &tokens) {
             continue;
         }
-        has_host |= name.eq_ignore_ascii_case("host");
-        push_header(&mut out, name.as_bytes(), value);
+        has_host |= name.eq_ignore_ascii_case(b"host");
+        push_header(&mut out, name, value);
     }
     if !has_host {
         let host = if target.port == 80 {
@@ -376,7 +375,7 @@ mod tests {
             assert!(
                 !sent
                     .headers()
-                    .any(|(n, _)| n.len() >= 6 && n[..6].eq_ignore_ascii_case("proxy-")),
+                    .any(|(n, _)| n.len() >= 6 && n[..6].eq_ignore_ascii_case(b"proxy-")),
                 "{:?}",
                 String::from_utf8_lossy(&out)
             );

@@ -167,10 +167,10 @@ impl Head {
     }
 
     /// Every header in order, names as sent.
-    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.headers
             .iter()
-            .map(|(n, v)| (self.str(n), &self.buf[v.clone()]))
+            .map(|(n, v)| (&self.buf[n.clone()], &self.buf[v.clone()]))
     }
 
     /// Every value of the header `name` (case-insensitive). Names are

@@ -148,12 +148,10 @@ impl Response {
     }
 
     /// Each header as (name, value), in order.
-    fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(n, v)| {
-            // httparse accepted the name as a token: ASCII.
-            let name = std::str::from_utf8(&self.raw[n.clone()]).unwrap_or("");
-            (name, &self.raw[v.clone()])
-        })
+    fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers
+            .iter()
+            .map(|(n, v)| (&self.raw[n.clone()], &self.raw[v.clone()]))
     }
 
     /// Every value of the header `name`; names compared as bytes (see
@@ -177,10 +175,10 @@ pub(super) fn rewrite_response(resp: &Response, close: bool) -> Vec<u8> {
     let tokens = connection_tokens(resp.values("connection"));
     let chunked = resp.values("transfer-encoding").next().is_some();
     for (name, value) in resp.headers() {
-        if hop_by_hop(name, &tokens) || (chunked && name.eq_ignore_ascii_case("content-length")) {
+        if hop_by_hop(name, &tokens) || (chunked && name.eq_ignore_ascii_case(b"content-length")) {
             continue;
         }
-        push_header(&mut out, name.as_bytes(), value);
+        push_header(&mut out, name, value);
     }
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
