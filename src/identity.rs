@@ -162,11 +162,11 @@ impl Identities {
     }
 
     fn by_token(&self, header: &[u8]) -> Result<AgentId, IdentityError> {
-        let (name, token) = parse_basic(header).ok_or(IdentityError::BadCredentials)?;
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let basic = parse_basic(header).ok_or(IdentityError::BadCredentials)?;
+        let digest: [u8; 32] = Sha256::digest(basic.token().as_bytes()).into();
         let (agent, accepted) = self
             .tokens
-            .get(name.as_str())
+            .get(basic.name())
             .ok_or(IdentityError::BadCredentials)?;
         // Compare against every accepted digest without stopping early, so the
         // time taken says nothing about which one (if any) matched.
@@ -196,20 +196,38 @@ fn insert<K: std::hash::Hash + Eq>(
     }
 }
 
-/// `Basic base64(name:token)` → (name, token). The scheme is
-/// case-insensitive (RFC 9110 §11.1); anything else is malformed.
-fn parse_basic(header: &[u8]) -> Option<(String, String)> {
-    let text = std::str::from_utf8(header).ok()?.trim();
-    let (scheme, creds) = text.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
+/// `Basic base64(name:token)`, decoded. The scheme is case-insensitive
+/// (RFC 9110 §11.1); anything else is malformed. The name and token are
+/// read from the one buffer base64 decoded into: no copies of the token.
+fn parse_basic(header: &[u8]) -> Option<Basic> {
+    let text = header.trim_ascii();
+    let space = text.iter().position(|&b| b == b' ')?;
+    let (scheme, creds) = text.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"basic") {
         return None;
     }
     let decoded = base64::engine::general_purpose::STANDARD
-        .decode(creds.trim())
+        .decode(creds.trim_ascii())
         .ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (name, token) = decoded.split_once(':')?;
-    Some((name.to_owned(), token.to_owned()))
+    let text = String::from_utf8(decoded).ok()?;
+    let colon = text.bytes().position(|b| b == b':')?;
+    Some(Basic { text, colon })
+}
+
+/// Decoded Basic credentials: `name:token`, valid UTF-8.
+struct Basic {
+    text: String,
+    colon: usize,
+}
+
+impl Basic {
+    fn name(&self) -> &str {
+        &self.text[..self.colon]
+    }
+
+    fn token(&self) -> &str {
+        &self.text[self.colon + 1..]
+    }
 }
 
 #[cfg(test)]
