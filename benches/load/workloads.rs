@@ -427,6 +427,12 @@ pub async fn absolute(b: &Bench) -> Result<Measured, Error> {
     )
     .into_bytes()
     .into();
+    on_kept_connections(b, request).await
+}
+
+/// Absolute-form `request` back to back on [`ABSOLUTE_CLIENTS`] persistent
+/// client connections.
+async fn on_kept_connections(b: &Bench, request: Arc<[u8]>) -> Result<Measured, Error> {
     let conns = prepared(ABSOLUTE_CLIENTS, &request, || Conn::open(b.proxy)).await?;
     let (mut tally, spent) = hammer(b, conns, request, Load::Closed, true).await?;
     tally.logged += ABSOLUTE_CLIENTS as u64;
@@ -435,7 +441,7 @@ pub async fn absolute(b: &Bench) -> Result<Measured, Error> {
 }
 
 /// Workload 3c: [`absolute`] with the head an agent's API client sends
-/// (thirteen fields, a query string, a bearer token for the origin) and
+/// (13 fields, a query string, a bearer token for the origin) and
 /// the agent identified by its proxy token rather than its source address.
 /// The one-field head of [`absolute`] leaves out what real requests cost
 /// per field: parsing, the credentials check, stripping and forwarding.
@@ -463,11 +469,7 @@ pub async fn absolute_agent(b: &Bench) -> Result<Measured, Error> {
     )
     .into_bytes()
     .into();
-    let conns = prepared(ABSOLUTE_CLIENTS, &request, || Conn::open(b.proxy)).await?;
-    let (mut tally, spent) = hammer(b, conns, request, Load::Closed, true).await?;
-    tally.logged += ABSOLUTE_CLIENTS as u64;
-    let units = tally.units as f64;
-    Ok(measured(tally, &spent, units))
+    on_kept_connections(b, request).await
 }
 
 /// Workload 3b: absolute-form requests, each on a new client connection
