@@ -261,7 +261,10 @@ fn connection_tokens<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<&'a [u8]
     list_items(values).filter(|t| !t.is_empty()).collect()
 }
 
-fn rewrite_request(head: &Head, origin_form: &str, target: &Target) -> Vec<u8> {
+/// The head sent upstream for a forwarded request: origin-form target,
+/// the client's fields minus hop-by-hop and `Proxy-*` ones, and `Host` if
+/// the client sent none.
+pub fn rewrite_request(head: &Head, origin_form: &str, target: &Target) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(head.method().as_bytes());
     out.push(b' ');
