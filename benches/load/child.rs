@@ -128,13 +128,10 @@ token_sha256 = ["{token_sha256}"]
 
 fn sha256_hex(text: &str) -> String {
     use sha2::{Digest, Sha256};
-    use std::fmt::Write;
     Sha256::digest(text.as_bytes())
         .iter()
-        .fold(String::with_capacity(64), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Squid set up like sluice: one worker, no cache, a plain access log,

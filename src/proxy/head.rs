@@ -177,10 +177,9 @@ impl Head {
     /// compared as bytes: a request's headers are looked up several times,
     /// and checking every name as UTF-8 on each lookup showed in profiles.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| self.buf[n.clone()].eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| &self.buf[v.clone()])
+        self.headers()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
     }
 
     /// The single value of `name`; `Err` if it appears more than once.

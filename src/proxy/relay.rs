@@ -401,9 +401,9 @@ where
 }
 
 /// One read into a buffer of its own (empty at EOF); hand it back with
-/// `spare` once written. The buffer exists only while the read is polled:
-/// dropping a pending read loses nothing, as the stream keeps whatever it
-/// has buffered (a partial TLS record, say).
+/// `spare` once written. A pending read holds no buffer (it waits in the
+/// thread's spare slot), and dropping one loses nothing, as the stream
+/// keeps whatever it has buffered (a partial TLS record, say).
 async fn read_fresh<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Vec<u8>> {
     std::future::poll_fn(|cx| {
         let mut buf = SPARE.take().unwrap_or_else(|| Vec::with_capacity(BUF_SIZE));
