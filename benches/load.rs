@@ -16,7 +16,8 @@
 //!   workload (default 20000, about a quarter of what one core relays)
 //! - `SLUICE_BENCH_BIN` the sluice binary (default: cargo's `CARGO_BIN_EXE_sluice`)
 //! - `SLUICE_BENCH_PIN=0` to leave CPU placement to the scheduler
-//! - `SLUICE_BENCH_PROXY=squid` to measure Squid instead, the same way
+//! - `SLUICE_BENCH_PROXY=squid` or `tinyproxy` to measure that proxy
+//!   instead, the same way (Debian's packages; see child.rs)
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) it does a smoke
 //! run: a fraction of a second per workload, to show the harness works.
@@ -86,12 +87,11 @@ impl Options {
                 PathBuf::from,
             ),
             pin: env("SLUICE_BENCH_PIN", 1u8)? != 0,
-            proxy: match std::env::var("SLUICE_BENCH_PROXY").as_deref() {
-                Err(_) | Ok("sluice") => child::Kind::Sluice,
-                Ok("squid") => child::Kind::Squid,
-                Ok(other) => {
-                    return Err(format!("SLUICE_BENCH_PROXY={other:?}: sluice or squid").into());
-                }
+            proxy: match std::env::var("SLUICE_BENCH_PROXY") {
+                Err(_) => child::Kind::Sluice,
+                Ok(name) => child::Kind::from_name(&name).ok_or_else(|| {
+                    format!("SLUICE_BENCH_PROXY={name:?}: sluice, squid or tinyproxy")
+                })?,
             },
         })
     }
@@ -168,7 +168,7 @@ async fn bench(opts: &Options, cpus: Option<(u32, u32)>) -> Result<(), Error> {
     let tls_tunnels = idle_tunnels.div_ceil(2);
     let pki = match opts.proxy {
         child::Kind::Sluice => Some(std::sync::Arc::new(tls::Pki::new(dir.path())?)),
-        child::Kind::Squid => None,
+        child::Kind::Squid | child::Kind::Tinyproxy => None,
     };
     let ticks_per_s = procfs::ticks_per_second();
     describe(opts, cpus, idle_tunnels);
@@ -191,7 +191,8 @@ async fn bench(opts: &Options, cpus: Option<(u32, u32)>) -> Result<(), Error> {
         let b = Bench {
             proxy: sluice.proxy,
             tls: sluice.tls.zip(pki.clone()),
-            authority: format!("{}:{}", dns::HOST, origin.port()).into(),
+            authority: format!("{}:{}", opts.proxy.origin_host(), origin.port()).into(),
+            keeps_clients: opts.proxy.keeps_clients(),
             sluice_pid: sluice.pid,
             ticks_per_s,
             duration: opts.duration,
@@ -212,12 +213,15 @@ async fn bench(opts: &Options, cpus: Option<(u32, u32)>) -> Result<(), Error> {
         runs.push(measured);
     }
     println!();
-    let name = match opts.proxy {
-        child::Kind::Sluice => "sluice",
-        child::Kind::Squid => "Squid",
-    };
+    let name = opts.proxy.name();
     print!("{}", report::table(&runs, name));
-    let notes = report::notes(&runs);
+    let mut notes = report::notes(&runs);
+    if !opts.proxy.keeps_clients() {
+        notes.push(format!(
+            "{name} closes the client's connection after every absolute-form response: \
+             the keep-alive absolute-form rows cannot be measured (see the new-connection row)"
+        ));
+    }
     if !notes.is_empty() {
         println!();
     }

@@ -7,7 +7,10 @@
 //! With `SLUICE_BENCH_PROXY=squid`, Squid (from the distribution, `squid`
 //! on PATH) is measured instead, on the same workloads, configured to match:
 //! one process pinned the same way, no cache, its access log written to a
-//! file, the origin's name from a hosts file.
+//! file, the origin's name from a hosts file. `SLUICE_BENCH_PROXY=tinyproxy`
+//! does the same for tinyproxy (`tinyproxy` on PATH): pinned the same way,
+//! every request logged (`LogLevel Connect`), the origin named by its
+//! address (see [`Kind::origin_host`]).
 //!
 //! Not here: generating load or measuring it (load.rs and workloads.rs).
 
@@ -50,6 +53,46 @@ pub struct Setup<'a> {
 pub enum Kind {
     Sluice,
     Squid,
+    Tinyproxy,
+}
+
+impl Kind {
+    /// The kind `SLUICE_BENCH_PROXY` names.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        match name {
+            "sluice" => Some(Kind::Sluice),
+            "squid" => Some(Kind::Squid),
+            "tinyproxy" => Some(Kind::Tinyproxy),
+            _ => None,
+        }
+    }
+
+    /// The proxy's name in the results table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Sluice => "sluice",
+            Kind::Squid => "Squid",
+            Kind::Tinyproxy => "tinyproxy",
+        }
+    }
+
+    /// Whether a client's connection stays open between absolute-form
+    /// requests. tinyproxy ends every response with `Connection: close`,
+    /// so the keep-alive absolute-form workloads cannot be run against it.
+    pub fn keeps_clients(self) -> bool {
+        self != Kind::Tinyproxy
+    }
+
+    /// The origin's host as clients name it. tinyproxy has no resolver
+    /// setting of its own: it asks the system's, which the benchmark must
+    /// not use, so it is handed the address (one name lookup fewer than
+    /// sluice and Squid do per tunnel and request).
+    pub fn origin_host(self) -> &'static str {
+        match self {
+            Kind::Tinyproxy => "127.0.0.1",
+            Kind::Sluice | Kind::Squid => crate::dns::HOST,
+        }
+    }
 }
 
 /// A running sluice (or Squid, see [`Kind`]).
@@ -158,56 +201,100 @@ fn squid_config(s: &Setup<'_>, port: u16, log_path: &Path) -> String {
     )
 }
 
+/// tinyproxy set up like sluice: every request logged (`LogLevel Connect`
+/// is the least that logs each one), clients from loopback, every port
+/// allowed for CONNECT (no `ConnectPort` line), as many clients as sluice
+/// may hold. As root it drops to `nobody`, like Squid to `proxy`.
+fn tinyproxy_config(s: &Setup<'_>, port: u16, log_path: &Path) -> String {
+    format!(
+        "Port {port}\n\
+         Listen 127.0.0.1\n\
+         User nobody\n\
+         Group nogroup\n\
+         Timeout 600\n\
+         MaxClients {max}\n\
+         LogFile \"{log}\"\n\
+         LogLevel Connect\n\
+         PidFile \"{dir}/tinyproxy.pid\"\n\
+         Allow 127.0.0.1\n",
+        max = s.max_connections,
+        log = log_path.display(),
+        dir = s.dir.display(),
+    )
+}
+
 impl Sluice {
     /// Starts the proxy `kind` names.
     pub async fn start_kind(kind: Kind, setup: &Setup<'_>) -> Result<Sluice, Error> {
         match kind {
             Kind::Sluice => Sluice::start(setup).await,
             Kind::Squid => Sluice::start_squid(setup).await,
+            Kind::Tinyproxy => Sluice::start_tinyproxy(setup).await,
         }
     }
 
-    /// Squid in the foreground (`-N`), on a port picked free just before.
-    /// It drops root for its `proxy` user, so the directory is opened up.
+    /// Squid in the foreground (`-N`).
     async fn start_squid(setup: &Setup<'_>) -> Result<Sluice, Error> {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(setup.dir, std::fs::Permissions::from_mode(0o777))?;
         std::fs::write(
             setup.dir.join("hosts"),
             format!("127.0.0.1 {}\n", crate::dns::HOST),
         )?;
         let log_path = setup.dir.join("access.log");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
         let config_path = setup.dir.join("squid.conf");
         std::fs::write(&config_path, squid_config(setup, port, &log_path))?;
+        let args = ["-N".as_ref(), "-f".as_ref(), config_path.as_os_str()];
+        Sluice::start_other(setup, "squid", &args, port, log_path).await
+    }
+
+    /// tinyproxy in the foreground (`-d`).
+    async fn start_tinyproxy(setup: &Setup<'_>) -> Result<Sluice, Error> {
+        let log_path = setup.dir.join("access.log");
+        let port = free_port()?;
+        let config_path = setup.dir.join("tinyproxy.conf");
+        std::fs::write(&config_path, tinyproxy_config(setup, port, &log_path))?;
+        let args = ["-d".as_ref(), "-c".as_ref(), config_path.as_os_str()];
+        Sluice::start_other(setup, "tinyproxy", &args, port, log_path).await
+    }
+
+    /// Another proxy, `program` with `args`, pinned like sluice, serving
+    /// on 127.0.0.1:`port`. It drops root for its own user, so the
+    /// directory is opened up. It prints nothing when ready: its port
+    /// accepting is the sign.
+    async fn start_other(
+        setup: &Setup<'_>,
+        program: &str,
+        args: &[&std::ffi::OsStr],
+        port: u16,
+        log_path: PathBuf,
+    ) -> Result<Sluice, Error> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(setup.dir, std::fs::Permissions::from_mode(0o777))?;
         let mut cmd = match setup.cpu {
             Some(cpu) => {
                 let mut c = Command::new("taskset");
-                c.arg("-c").arg(cpu.to_string()).arg("squid");
+                c.arg("-c").arg(cpu.to_string()).arg(program);
                 c
             }
-            None => Command::new("squid"),
+            None => Command::new(program),
         };
-        cmd.arg("-N")
-            .arg("-f")
-            .arg(&config_path)
+        cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         let child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start squid (is it installed?): {e}"))?;
-        let pid = child.id().ok_or("squid exited at once")?;
+            .map_err(|e| format!("cannot start {program} (is it installed?): {e}"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| format!("{program} exited at once"))?;
         let proxy = SocketAddr::from(([127, 0, 0, 1], port));
-        // Squid prints nothing when ready: its port accepting is the sign.
         let deadline = tokio::time::Instant::now() + START_WAIT;
         while tokio::net::TcpStream::connect(proxy).await.is_err() {
             if tokio::time::Instant::now() > deadline {
                 return Err(format!(
-                    "squid did not listen on {proxy} in time (see {}/cache.log)",
+                    "{program} did not listen on {proxy} in time (its logs are in {})",
                     setup.dir.display()
                 )
                 .into());
@@ -332,4 +419,12 @@ fn strip_ansi(line: &str) -> String {
         }
     }
     out
+}
+
+/// A loopback port that was free a moment ago, for a proxy that cannot
+/// report the one it bound.
+fn free_port() -> Result<u16, Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

@@ -50,8 +50,12 @@ pub struct Bench {
     /// sluice's TLS listener and the client credentials for it (None when
     /// the measured proxy has none).
     pub tls: Option<(SocketAddr, Arc<crate::tls::Pki>)>,
-    /// The origin as clients name it: "origin.bench:PORT".
+    /// The origin as clients name it: "origin.bench:PORT" (for tinyproxy,
+    /// "127.0.0.1:PORT").
     pub authority: Arc<str>,
+    /// Whether the proxy keeps a client's connection open between
+    /// absolute-form requests (tinyproxy does not).
+    pub keeps_clients: bool,
     /// The process whose CPU time and memory are measured.
     pub sluice_pid: u32,
     /// Clock ticks per second, for /proc/PID/stat.
@@ -93,6 +97,17 @@ pub struct Measured {
     pub logged: u64,
     /// Idle workload: how long opening the tunnels took.
     pub open_secs: Option<f64>,
+}
+
+impl Measured {
+    /// A row the measured proxy cannot run: "–" in every cell.
+    fn not_measured() -> Measured {
+        Measured {
+            rate: f64::NAN,
+            cost: f64::NAN,
+            ..Measured::default()
+        }
+    }
 }
 
 /// What one client did.
@@ -433,6 +448,9 @@ pub async fn absolute(b: &Bench) -> Result<Measured, Error> {
 /// Absolute-form `request` back to back on [`ABSOLUTE_CLIENTS`] persistent
 /// client connections.
 async fn on_kept_connections(b: &Bench, request: Arc<[u8]>) -> Result<Measured, Error> {
+    if !b.keeps_clients {
+        return Ok(Measured::not_measured());
+    }
     let conns = prepared(ABSOLUTE_CLIENTS, &request, || Conn::open(b.proxy)).await?;
     let (mut tally, spent) = hammer(b, conns, request, Load::Closed, true).await?;
     tally.logged += ABSOLUTE_CLIENTS as u64;
@@ -588,11 +606,7 @@ pub async fn idle(b: &Bench, n: usize) -> Result<(Measured, Vec<Conn>), Error> {
 /// while sluice's RSS growth is read. Not measured (NaN) without one.
 pub async fn idle_tls(b: &Bench, n: usize) -> Result<Measured, Error> {
     let Some((tls_addr, pki)) = b.tls.clone() else {
-        return Ok(Measured {
-            rate: f64::NAN,
-            cost: f64::NAN,
-            ..Measured::default()
-        });
+        return Ok(Measured::not_measured());
     };
     let request = small_request(&b.authority, false);
     let before = procfs::rss_kib(b.sluice_pid)?;
@@ -653,7 +667,10 @@ pub async fn warm_up(b: &Bench, n: usize) -> Result<u64, Error> {
     .into_bytes()
     .into();
     let mut conn = Conn::open(b.proxy).await?;
-    for _ in 0..n {
+    for i in 0..n {
+        if i > 0 && !b.keeps_clients {
+            conn = Conn::open(b.proxy).await?;
+        }
         conn.exchange(&absolute).await?;
     }
     Ok(2 * n as u64)
