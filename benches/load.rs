@@ -17,7 +17,9 @@
 //! - `SLUICE_BENCH_BIN` the sluice binary (default: cargo's `CARGO_BIN_EXE_sluice`)
 //! - `SLUICE_BENCH_PIN=0` to leave CPU placement to the scheduler
 //! - `SLUICE_BENCH_PROXY=squid` or `tinyproxy` to measure that proxy
-//!   instead, the same way (Debian's packages; see child.rs)
+//!   instead, the same way (Debian's packages; see child.rs); a list, such
+//!   as `sluice,squid,tinyproxy`, measures each in turn, one run of each
+//!   per round, and adds a table comparing the first with the others
 //!
 //! Without `--bench` (as `cargo test --benches` runs it) it does a smoke
 //! run: a fraction of a second per workload, to show the harness works.
@@ -63,7 +65,8 @@ struct Options {
     paced_rate: f64,
     bin: PathBuf,
     pin: bool,
-    proxy: child::Kind,
+    /// Measured in this order, one run of each per round.
+    proxies: Vec<child::Kind>,
 }
 
 impl Options {
@@ -87,11 +90,9 @@ impl Options {
                 PathBuf::from,
             ),
             pin: env("SLUICE_BENCH_PIN", 1u8)? != 0,
-            proxy: match std::env::var("SLUICE_BENCH_PROXY") {
-                Err(_) => child::Kind::Sluice,
-                Ok(name) => child::Kind::from_name(&name).ok_or_else(|| {
-                    format!("SLUICE_BENCH_PROXY={name:?}: sluice, squid or tinyproxy")
-                })?,
+            proxies: match std::env::var("SLUICE_BENCH_PROXY") {
+                Err(_) => vec![child::Kind::Sluice],
+                Ok(list) => proxies(&list)?,
             },
         })
     }
@@ -166,69 +167,95 @@ async fn bench(opts: &Options, cpus: Option<(u32, u32)>) -> Result<(), Error> {
     let origin = origin::start().await?;
     let idle_tunnels = fit_idle(opts.idle_tunnels);
     let tls_tunnels = idle_tunnels.div_ceil(2);
-    let pki = match opts.proxy {
-        child::Kind::Sluice => Some(std::sync::Arc::new(tls::Pki::new(dir.path())?)),
-        child::Kind::Squid | child::Kind::Tinyproxy => None,
+    let pki = if opts.proxies.contains(&child::Kind::Sluice) {
+        Some(std::sync::Arc::new(tls::Pki::new(dir.path())?))
+    } else {
+        None
     };
     let ticks_per_s = procfs::ticks_per_second();
     describe(opts, cpus, idle_tunnels);
 
-    let mut runs = Vec::new();
+    // runs[p][r]: proxy p's run r, one Measured per row of report::ROWS.
+    let mut runs: Vec<Vec<Vec<Measured>>> = vec![Vec::new(); opts.proxies.len()];
     for run in 1..=opts.runs {
-        let sluice = child::Sluice::start_kind(
-            opts.proxy,
-            &child::Setup {
-                bin: &bin,
-                dns,
-                origin_port: origin.port(),
-                max_connections: idle_tunnels + tls_tunnels + 1000,
-                cpu: cpus.map(|(s, _)| s),
-                dir: dir.path(),
-                tls: pki.as_deref(),
-            },
-        )
-        .await?;
-        let b = Bench {
-            proxy: sluice.proxy,
-            tls: sluice.tls.zip(pki.clone()),
-            authority: format!("{}:{}", opts.proxy.origin_host(), origin.port()).into(),
-            keeps_clients: opts.proxy.keeps_clients(),
-            sluice_pid: sluice.pid,
-            ticks_per_s,
-            duration: opts.duration,
-            paced_rate: opts.paced_rate,
-        };
-        eprintln!(
-            "run {run}/{}: {:?} pid {}",
-            opts.runs, opts.proxy, sluice.pid
-        );
-        let result = one_run(&b, idle_tunnels, tls_tunnels).await;
-        let log_path = sluice.log_path.clone();
-        sluice.stop().await?;
-        let (measured, expected) = result?;
-        if opts.proxy == child::Kind::Sluice {
-            check_log(&log_path, expected)?;
+        for (p, &kind) in opts.proxies.iter().enumerate() {
+            let proxy = child::Sluice::start_kind(
+                kind,
+                &child::Setup {
+                    bin: &bin,
+                    dns,
+                    origin_port: origin.port(),
+                    max_connections: idle_tunnels + tls_tunnels + 1000,
+                    cpu: cpus.map(|(s, _)| s),
+                    dir: dir.path(),
+                    tls: pki.as_deref().filter(|_| kind == child::Kind::Sluice),
+                },
+            )
+            .await?;
+            let b = Bench {
+                proxy: proxy.proxy,
+                tls: proxy.tls.zip(pki.clone()),
+                authority: format!("{}:{}", kind.origin_host(), origin.port()).into(),
+                keeps_clients: kind.keeps_clients(),
+                sluice_pid: proxy.pid,
+                ticks_per_s,
+                duration: opts.duration,
+                paced_rate: opts.paced_rate,
+            };
+            eprintln!("run {run}/{}: {kind:?} pid {}", opts.runs, proxy.pid);
+            let result = one_run(&b, idle_tunnels, tls_tunnels).await;
+            let log_path = proxy.log_path.clone();
+            proxy.stop().await?;
+            let (measured, expected) = result?;
+            if kind == child::Kind::Sluice {
+                check_log(&log_path, expected)?;
+            }
+            std::fs::remove_file(&log_path)?;
+            runs[p].push(measured);
         }
-        std::fs::remove_file(&log_path)?;
-        runs.push(measured);
     }
-    println!();
-    let name = opts.proxy.name();
-    print!("{}", report::table(&runs, name));
-    let mut notes = report::notes(&runs);
-    if !opts.proxy.keeps_clients() {
-        notes.push(format!(
-            "{name} closes the client's connection after every absolute-form response: \
-             the keep-alive absolute-form rows cannot be measured (see the new-connection row)"
-        ));
-    }
-    if !notes.is_empty() {
+    for (&kind, runs) in opts.proxies.iter().zip(&runs) {
+        let name = kind.name();
         println!();
+        print!("{}", report::table(runs, name));
+        let mut notes = report::notes(runs);
+        if !kind.keeps_clients() {
+            notes.push(format!(
+                "{name} closes the client's connection after every absolute-form response: \
+                 the keep-alive absolute-form rows cannot be measured (see the new-connection row)"
+            ));
+        }
+        if !notes.is_empty() {
+            println!();
+        }
+        for line in notes {
+            println!("- {line}");
+        }
     }
-    for line in notes {
-        println!("- {line}");
+    if opts.proxies.len() > 1 {
+        let names: Vec<&str> = opts.proxies.iter().map(|k| k.name()).collect();
+        println!();
+        print!("{}", report::comparison(&names, &runs));
     }
     Ok(())
+}
+
+/// The proxies a `SLUICE_BENCH_PROXY` list names, in its order, each once.
+fn proxies(list: &str) -> Result<Vec<child::Kind>, Error> {
+    let mut kinds = Vec::new();
+    for name in list.split(',').map(str::trim) {
+        let kind = child::Kind::from_name(name).ok_or_else(|| {
+            format!(
+                "SLUICE_BENCH_PROXY={list:?}: {name:?} is not sluice, squid or tinyproxy \
+                 (give one, or several separated by commas)"
+            )
+        })?;
+        if kinds.contains(&kind) {
+            return Err(format!("SLUICE_BENCH_PROXY={list:?} names {name} twice").into());
+        }
+        kinds.push(kind);
+    }
+    Ok(kinds)
 }
 
 /// One fresh sluice through every workload; the results in [`report::ROWS`]

@@ -1,6 +1,8 @@
 //! The results table: one row per workload, with the targets, as a
 //! Markdown table (so it can be pasted into docs/performance.md). With
 //! several runs, each cell is the median and, in parentheses, the range.
+//! When several proxies are measured in turn, a second table compares the
+//! first with the others ([`comparison`]).
 //!
 //! Not here: measuring (workloads.rs).
 
@@ -211,4 +213,70 @@ pub fn notes(runs: &[Vec<Measured>]) -> Vec<String> {
         }
     }
     lines
+}
+
+/// The first proxy against the others, row by row: each one's median cost,
+/// the first's median divided by the cheapest other's, and the same ratio
+/// round by round (a round runs each proxy once, minutes apart, so its
+/// ratio is spared most of the host's drift). `runs[p][r]` is proxy `p`'s
+/// run `r`, in [`ROWS`] order.
+pub fn comparison(names: &[&str], runs: &[Vec<Vec<Measured>>]) -> String {
+    let mut out = String::new();
+    let Some((subject, _)) = names.split_first() else {
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "| workload | {} | {subject} ÷ the cheaper other | round by round |",
+        names.join(" | ")
+    );
+    let _ = writeln!(out, "|---|{}---|---|", "---|".repeat(names.len()));
+    for (i, row) in ROWS.iter().enumerate() {
+        // Proxy p's cost in round r, if it was measured.
+        let cost = |p: usize, r: usize| {
+            runs.get(p)
+                .and_then(|runs| runs.get(r))
+                .and_then(|run| run.get(i))
+                .map(|m| m.cost)
+                .filter(|c| c.is_finite())
+        };
+        let rounds = runs.first().map_or(0, Vec::len);
+        let median = |p: usize| spread((0..rounds).filter_map(|r| cost(p, r)).collect()).0;
+        let cells: Vec<String> = (0..names.len())
+            .map(|p| match median(p) {
+                m if m.is_nan() => "–".to_owned(),
+                m => format!("{} {}", number(m), row.cost_unit),
+            })
+            .collect();
+        // The cheapest of the others, by median.
+        let cheapest = (1..names.len())
+            .map(|p| (p, median(p)))
+            .filter(|(_, m)| m.is_finite())
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let ratio = match cheapest {
+            Some((p, m)) if median(0).is_finite() => {
+                format!("{:.2} ({})", median(0) / m, names[p])
+            }
+            _ => "–".to_owned(),
+        };
+        let by_round: Vec<String> = (0..rounds)
+            .filter_map(|r| {
+                let others = (1..names.len()).filter_map(|p| cost(p, r));
+                let cheapest = others.min_by(f64::total_cmp)?;
+                Some(format!("{:.2}", cost(0, r)? / cheapest))
+            })
+            .collect();
+        let by_round = if by_round.is_empty() {
+            "–".to_owned()
+        } else {
+            by_round.join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {ratio} | {by_round} |",
+            row.name,
+            cells.join(" | ")
+        );
+    }
+    out
 }
