@@ -95,7 +95,7 @@ impl Kind {
     }
 }
 
-/// A running sluice (or Squid, see [`Kind`]).
+/// A running sluice (or the other proxy [`Kind`] names).
 #[derive(Debug)]
 pub struct Sluice {
     child: Child,
