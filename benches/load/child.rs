@@ -228,48 +228,39 @@ impl Sluice {
     pub async fn start_kind(kind: Kind, setup: &Setup<'_>) -> Result<Sluice, Error> {
         match kind {
             Kind::Sluice => Sluice::start(setup).await,
-            Kind::Squid => Sluice::start_squid(setup).await,
-            Kind::Tinyproxy => Sluice::start_tinyproxy(setup).await,
+            // Squid in the foreground (`-N`), its config after `-f`; the
+            // origin's name from the hosts file its config names.
+            Kind::Squid => {
+                std::fs::write(
+                    setup.dir.join("hosts"),
+                    format!("127.0.0.1 {}\n", crate::dns::HOST),
+                )?;
+                Sluice::start_other(setup, "squid", &["-N", "-f"], squid_config).await
+            }
+            // tinyproxy in the foreground (`-d`), its config after `-c`.
+            Kind::Tinyproxy => {
+                Sluice::start_other(setup, "tinyproxy", &["-d", "-c"], tinyproxy_config).await
+            }
         }
     }
 
-    /// Squid in the foreground (`-N`).
-    async fn start_squid(setup: &Setup<'_>) -> Result<Sluice, Error> {
-        std::fs::write(
-            setup.dir.join("hosts"),
-            format!("127.0.0.1 {}\n", crate::dns::HOST),
-        )?;
-        let log_path = setup.dir.join("access.log");
-        let port = free_port()?;
-        let config_path = setup.dir.join("squid.conf");
-        std::fs::write(&config_path, squid_config(setup, port, &log_path))?;
-        let args = ["-N".as_ref(), "-f".as_ref(), config_path.as_os_str()];
-        Sluice::start_other(setup, "squid", &args, port, log_path).await
-    }
-
-    /// tinyproxy in the foreground (`-d`).
-    async fn start_tinyproxy(setup: &Setup<'_>) -> Result<Sluice, Error> {
-        let log_path = setup.dir.join("access.log");
-        let port = free_port()?;
-        let config_path = setup.dir.join("tinyproxy.conf");
-        std::fs::write(&config_path, tinyproxy_config(setup, port, &log_path))?;
-        let args = ["-d".as_ref(), "-c".as_ref(), config_path.as_os_str()];
-        Sluice::start_other(setup, "tinyproxy", &args, port, log_path).await
-    }
-
-    /// Another proxy, `program` with `args`, pinned like sluice, serving
-    /// on 127.0.0.1:`port`. It drops root for its own user, so the
-    /// directory is opened up. It prints nothing when ready: its port
-    /// accepting is the sign.
+    /// Another proxy: `program` with `flags`, then the path of the config
+    /// file `config` writes for a port picked free just before and an
+    /// access log in `setup.dir`; pinned like sluice. It drops root for its
+    /// own user, so the directory is opened up. It prints nothing when
+    /// ready: its port accepting is the sign.
     async fn start_other(
         setup: &Setup<'_>,
         program: &str,
-        args: &[&std::ffi::OsStr],
-        port: u16,
-        log_path: PathBuf,
+        flags: &[&str],
+        config: fn(&Setup<'_>, u16, &Path) -> String,
     ) -> Result<Sluice, Error> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(setup.dir, std::fs::Permissions::from_mode(0o777))?;
+        let log_path = setup.dir.join("access.log");
+        let port = free_port()?;
+        let config_path = setup.dir.join(format!("{program}.conf"));
+        std::fs::write(&config_path, config(setup, port, &log_path))?;
         let mut cmd = match setup.cpu {
             Some(cpu) => {
                 let mut c = Command::new("taskset");
@@ -278,7 +269,8 @@ impl Sluice {
             }
             None => Command::new(program),
         };
-        cmd.args(args)
+        cmd.args(flags)
+            .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
